@@ -1,0 +1,53 @@
+# Two commands for a new user: `make run` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/src
+
+# Use an external database when one is configured; otherwise the project-local cluster.
+EXTERNAL_DB := $(strip $(DATABASE_URL)$(POSTGRES_HOST))
+ifeq ($(EXTERNAL_DB),)
+export LOCAL_DB_PORT ?= 54329
+export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
+endif
+
+.PHONY: run test db db-stop db-status venv venv-dev bench rollups-rebuild clean
+
+$(VENV)/.runtime: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
+
+db:
+ifeq ($(EXTERNAL_DB),)
+	@bash boot/timescaledb.sh start
+else
+	@echo "[make] using the configured external database (DATABASE_URL/POSTGRES_HOST); nothing to provision"
+endif
+
+db-stop:
+	@bash boot/timescaledb.sh stop
+
+db-status:
+	@bash boot/timescaledb.sh status
+
+run: venv db
+	exec $(VENV)/bin/gunicorn -c boot/gunicorn.conf.py main:app
+
+test: venv-dev db
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv-dev db
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Provision and run a project-local PostgreSQL + TimescaleDB cluster on Debian/Ubuntu.
+#
+#   boot/timescaledb.sh install   # make sure postgres + the timescaledb extension exist
+#   boot/timescaledb.sh start     # install if needed, init the cluster, start it (idempotent)
+#   boot/timescaledb.sh stop
+#   boot/timescaledb.sh status
+#   boot/timescaledb.sh url       # print the DATABASE_URL of the local cluster
+#
+# Settings (environment): LOCAL_DB_DIR (default .data/pg), LOCAL_DB_PORT (default 54329),
+# LOCAL_DB_NAME (default analytics).
+#
+# When DATABASE_URL or POSTGRES_HOST is set, the project uses that database and this script
+# is not needed (the Makefile skips it).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA_DIR="${LOCAL_DB_DIR:-$ROOT/.data/pg}"
+PORT="${LOCAL_DB_PORT:-54329}"
+DB_NAME="${LOCAL_DB_NAME:-analytics}"
+LOG_FILE="$DATA_DIR/../postgres-$PORT.log"
+BUILD_DIR="${LOCAL_DB_BUILD_DIR:-$ROOT/.data/build}"
+
+say() { printf '[timescaledb] %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+check_platform() {
+  if [ "$(uname -s)" != "Linux" ] || ! command -v apt-get >/dev/null 2>&1; then
+    die "this script provisions PostgreSQL on Debian/Ubuntu only. On this machine, run the
+database with Docker Compose instead ('docker compose up', see README.md), or point
+DATABASE_URL at an existing PostgreSQL with the timescaledb extension."
+  fi
+}
+
+# Newest PostgreSQL major version whose server binaries are installed.
+pg_bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  [ -n "$d" ] && [ -x "$d/pg_ctl" ] && echo "$d"
+}
+
+apt_updated=0
+apt_install() {
+  say "installing system packages: $* (needed to $INSTALL_REASON)"
+  if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if [ -z "$(pg_bindir)" ]; then
+    INSTALL_REASON="run a local PostgreSQL server"
+    apt_install postgresql postgresql-contrib
+    # Debian's package starts a system cluster on 5432; we only want the binaries.
+    as_root systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
+  [ -n "$(pg_bindir)" ] || die "PostgreSQL server binaries not found after install"
+}
+
+pg_version() { basename "$(dirname "$(pg_bindir)")"; }
+
+extension_installed() {
+  local sharedir
+  sharedir="/usr/share/postgresql/$(pg_version)/extension"
+  [ -f "$sharedir/timescaledb.control" ]
+}
+
+# The first configured Debian mirror, from the machine's own apt sources (deb822 or classic).
+apt_mirror() {
+  local uri=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  if [ -z "$uri" ]; then
+    uri=$(grep -rhoE '^URIs: *[a-z]+://[^ ]+' /etc/apt/sources.list.d/ 2>/dev/null | head -n1 | awk '{print $2}')
+  fi
+  echo "$uri"
+}
+
+ensure_extension() {
+  extension_installed && return 0
+  local v
+  v=$(pg_version)
+  # Ubuntu and some Debian releases ship a binary package: try it first.
+  if apt-cache show "postgresql-$v-timescaledb" >/dev/null 2>&1; then
+    INSTALL_REASON="add the timescaledb extension to PostgreSQL $v"
+    apt_install "postgresql-$v-timescaledb" && extension_installed && return 0
+  fi
+  INSTALL_REASON="build the timescaledb extension from Debian's source package"
+  apt_install "postgresql-server-dev-$v" cmake libssl-dev gcc make xz-utils dpkg-dev
+  local mirror
+  mirror=$(apt_mirror)
+  [ -n "$mirror" ] || die "no apt mirror found in /etc/apt/sources.list*; cannot fetch the timescaledb source"
+  mkdir -p "$BUILD_DIR/lists/partial"
+  local src="$BUILD_DIR/sources.list"
+  # A private source list: the machine's apt configuration is left untouched.
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg opts=""
+  [ -f "$keyring" ] && opts="[signed-by=$keyring] "
+  echo "deb-src $opts$mirror trixie main" >"$src"
+  local aptopts=(-o "Dir::Etc::sourcelist=$src" -o Dir::Etc::sourceparts=/nonexistent
+                 -o "Dir::State::Lists=$BUILD_DIR/lists" -o APT::Sandbox::User=root)
+  say "fetching the timescaledb source package from the configured Debian mirror"
+  apt-get "${aptopts[@]}" update -qq
+  (cd "$BUILD_DIR" && apt-get "${aptopts[@]}" source --download-only -qq timescaledb)
+  local tarball
+  tarball=$(ls "$BUILD_DIR"/timescaledb_*.orig.tar.* | sort -V | tail -n1)
+  [ -n "$tarball" ] || die "timescaledb source tarball not found"
+  rm -rf "$BUILD_DIR/src" && mkdir -p "$BUILD_DIR/src"
+  tar -xf "$tarball" -C "$BUILD_DIR/src" --strip-components=1
+  say "building timescaledb (Apache-2 edition) for PostgreSQL $v; about a minute on 2 cores"
+  (cd "$BUILD_DIR/src" && export GIT_CEILING_DIRECTORIES="$BUILD_DIR" &&
+    ./bootstrap -DAPACHE_ONLY=1 -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
+      -DUSE_TELEMETRY=OFF -DPG_CONFIG="/usr/lib/postgresql/$v/bin/pg_config" >/dev/null &&
+    make -C build -j"$(nproc)" >/dev/null &&
+    as_root make -C build install >/dev/null)
+  extension_installed || die "timescaledb build finished but the extension is not installed"
+  say "timescaledb installed"
+}
+
+# Run a PostgreSQL binary as the cluster owner (initdb refuses root).
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
+  else
+    "$@"
+  fi
+}
+
+is_running() {
+  [ -f "$DATA_DIR/postmaster.pid" ] && as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1
+}
+
+init_cluster() {
+  [ -f "$DATA_DIR/PG_VERSION" ] && return 0
+  say "initialising a local cluster in $DATA_DIR"
+  mkdir -p "$DATA_DIR"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$(dirname "$DATA_DIR")"
+  chmod 700 "$DATA_DIR"
+  as_owner "$(pg_bindir)/initdb" -D "$DATA_DIR" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null
+}
+
+cmd_install() {
+  check_platform
+  ensure_postgres
+  ensure_extension
+}
+
+cmd_start() {
+  cmd_install
+  init_cluster
+  if is_running; then
+    say "already running on port $PORT"
+  else
+    # A crash can leave postmaster.pid behind; pg_ctl status said it is not running.
+    rm -f "$DATA_DIR/postmaster.pid"
+    [ "$(id -u)" -eq 0 ] && touch "$LOG_FILE" && chown postgres: "$LOG_FILE"
+    as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" -l "$LOG_FILE" -w -t 60 -o \
+      "-p $PORT -k $DATA_DIR -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200 -c synchronous_commit=on -c shared_buffers=512MB -c work_mem=32MB -c max_locks_per_transaction=256" \
+      start >/dev/null || { tail -n 20 "$LOG_FILE" >&2; die "PostgreSQL did not start"; }
+    say "started on 127.0.0.1:$PORT (log: $LOG_FILE)"
+  fi
+  if ! as_owner "$(pg_bindir)/psql" -h "$DATA_DIR" -p "$PORT" -U postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname='$DB_NAME'" postgres | grep -q 1; then
+    as_owner "$(pg_bindir)/createdb" -h "$DATA_DIR" -p "$PORT" -U postgres "$DB_NAME"
+  fi
+}
+
+cmd_stop() {
+  if [ -z "$(pg_bindir)" ] || [ ! -f "$DATA_DIR/PG_VERSION" ]; then say "no local cluster"; return 0; fi
+  if is_running; then
+    as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" -m fast -w stop >/dev/null
+    say "stopped"
+  else
+    say "not running"
+  fi
+}
+
+cmd_status() {
+  if [ -n "$(pg_bindir)" ] && [ -f "$DATA_DIR/PG_VERSION" ] && is_running; then
+    say "running on 127.0.0.1:$PORT, data in $DATA_DIR"
+  else
+    say "not running"; return 3
+  fi
+}
+
+cmd_url() { echo "postgresql://postgres@127.0.0.1:$PORT/$DB_NAME"; }
+
+case "${1:-}" in
+  install) cmd_install ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_stop; cmd_start ;;
+  status) cmd_status ;;
+  url) cmd_url ;;
+  *) echo "usage: $0 {install|start|stop|restart|status|url}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,64 @@
+"""Seed 004's read endpoints, unchanged in shape: GET /api/events/ and GET /api/events/{id}/."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import List, Optional
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from psycopg.rows import dict_row
+from sqlmodel import SQLModel
+
+from ..db import connection
+from ..ingestion.schemas import EventModel
+from ..web.errors import validation_error
+from .intervals import IntervalError, parse_bounded
+
+router = APIRouter()
+
+DEFAULT_LOOKUP_PAGES = [
+    "/", "/about", "/pricing", "/contact",
+    "/blog", "/products", "/login", "/register",
+    "/services", "/support", "/dashboard", "/settings",
+]
+MAX_PAGES = 100
+
+
+class EventBucketSchema(SQLModel):
+    bucket: datetime
+    page: str
+    operating_system: Optional[str] = ""
+    avg_duration: Optional[float] = 0.0
+    count: int
+
+
+@router.get("/", response_model=List[EventBucketSchema])
+async def read_events(
+    request: Request,
+    duration: str = Query(default="1 day", description="Bucket width, e.g. '1 hour', '1 day', '1 week'"),
+    pages: Optional[List[str]] = Query(default=None, description="Pages to include; repeatable"),
+):
+    try:
+        interval = parse_bounded(duration)
+    except IntervalError as exc:
+        raise validation_error("duration", f"duration {exc}") from None
+    lookup = pages if pages else DEFAULT_LOOKUP_PAGES
+    if len(lookup) > MAX_PAGES:
+        raise validation_error("pages", f"at most {MAX_PAGES} pages")
+    if any(len(p) > 2048 for p in lookup):
+        raise validation_error("pages", "a page is longer than 2048 characters")
+    return await request.app.state.seed_reader.buckets(interval, lookup)
+
+
+@router.get("/{event_id}/", response_model=EventModel)
+async def get_event_by_id(event_id: uuid.UUID, request: Request):
+    async with connection(request.app.state.pool) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            "SELECT id, time, page, ip_address, user_agent, referrer, session_id, duration, "
+            "description, os, browser, device, is_bot FROM events WHERE id = %s "
+            "ORDER BY time LIMIT 1", (event_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"Event with id: {event_id} not found.")
+    return row

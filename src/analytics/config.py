@@ -1,0 +1,74 @@
+"""The only module that reads settings. Every setting has a safe default and a README line."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from decouple import Csv, config
+
+
+class Secret(str):
+    """A string that never shows its value in repr or logs."""
+
+    def __repr__(self) -> str:  # pragma: no cover - trivial
+        return "Secret('**********')"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept any URL form hosts hand out and return a libpq conninfo URL for psycopg."""
+    url = url.strip()
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql+asyncpg://",
+                   "timescaledb+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def _database_url() -> str:
+    url = config("DATABASE_URL", default="")
+    if url:
+        return normalize_database_url(url)
+    host = config("POSTGRES_HOST", default="")
+    if host:
+        user = quote(config("POSTGRES_USER", default="postgres"), safe="")
+        password = config("POSTGRES_PASSWORD", default="")
+        auth = f"{user}:{quote(password, safe='')}" if password else user
+        port = config("POSTGRES_PORT", default=5432, cast=int)
+        db = quote(config("POSTGRES_DB", default="postgres"), safe="")
+        return f"postgresql://{auth}@{host}:{port}/{db}"
+    # The project-local cluster that boot/timescaledb.sh runs.
+    port = config("LOCAL_DB_PORT", default=54329, cast=int)
+    return f"postgresql://postgres@127.0.0.1:{port}/analytics"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: Secret = field(default_factory=lambda: Secret(_database_url()))
+    db_schema: str = field(default_factory=lambda: config("DB_SCHEMA", default="public"))
+    db_pool_size: int = field(default_factory=lambda: config("DB_POOL_SIZE", default=10, cast=int))
+    db_timeout: float = field(default_factory=lambda: config("DB_TIMEOUT", default=5.0, cast=float))
+    db_statement_timeout_ms: int = field(
+        default_factory=lambda: config("DB_STATEMENT_TIMEOUT_MS", default=30000, cast=int))
+    events_chunk_interval: str = field(
+        default_factory=lambda: config("EVENTS_CHUNK_INTERVAL", default="7 days"))
+    cors_origins: tuple[str, ...] = field(
+        default_factory=lambda: tuple(config("CORS_ORIGINS", default="*", cast=Csv())))
+    max_event_age_days: float = field(
+        default_factory=lambda: config("MAX_EVENT_AGE_DAYS", default=7.0, cast=float))
+    max_clock_skew_s: float = field(
+        default_factory=lambda: config("MAX_CLOCK_SKEW_SECONDS", default=60.0, cast=float))
+    ua_cache_size: int = field(default_factory=lambda: config("UA_CACHE_SIZE", default=10000, cast=int))
+    log_level: str = field(default_factory=lambda: config("LOG_LEVEL", default="INFO").upper())
+    log_format: str = field(default_factory=lambda: config("LOG_FORMAT", default="json").lower())
+    # Group commit (write path)
+    write_batch_max: int = field(default_factory=lambda: config("WRITE_BATCH_MAX", default=500, cast=int))
+    write_batch_wait_ms: float = field(
+        default_factory=lambda: config("WRITE_BATCH_WAIT_MS", default=2.0, cast=float))
+    write_queue_max: int = field(default_factory=lambda: config("WRITE_QUEUE_MAX", default=10000, cast=int))
+    max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=10_485_760, cast=int))
+    access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))
+    batch_max_events: int = field(default_factory=lambda: config("BATCH_MAX_EVENTS", default=1000, cast=int))
+
+
+def get_settings() -> Settings:
+    return Settings()

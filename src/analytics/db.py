@@ -1,0 +1,58 @@
+"""Connection pool and database availability.
+
+One psycopg 3 async pool per worker process. Endpoints never talk to the pool directly on the
+hot write path (the event writer owns that); read endpoints borrow a connection per request.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .config import Settings
+
+log = logging.getLogger("analytics.db")
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached right now; the HTTP layer turns this into a 503."""
+
+
+def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None,
+              name: str = "analytics") -> AsyncConnectionPool:
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        # Session settings applied to every new connection.
+        await conn.execute(f"SET statement_timeout = {int(settings.db_statement_timeout_ms)}")
+        await conn.execute("SELECT set_config('search_path', %s, false)",
+                           (f"{settings.db_schema}, public",))
+        await conn.commit()
+
+    return AsyncConnectionPool(
+        str(settings.database_url),
+        min_size=min_size,
+        max_size=max_size or settings.db_pool_size,
+        timeout=settings.db_timeout,
+        open=False,
+        name=name,
+        configure=configure,
+        # Validate on checkout so that a pool survives a database restart without a restart
+        # of its own: broken connections are discarded and replaced.
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"autocommit": False, "connect_timeout": max(1, int(settings.db_timeout)),
+                "application_name": "analytics-api"},
+        reconnect_timeout=0,  # never give up reconnecting in the background
+    )
+
+
+@asynccontextmanager
+async def connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+    """Borrow a connection, mapping 'cannot reach the database' to DatabaseUnavailable."""
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise DatabaseUnavailable() from exc

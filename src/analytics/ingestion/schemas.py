@@ -1,0 +1,72 @@
+"""Request and response shapes of the write path (seed 004's EventCreateSchema, extended)."""
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime, timezone
+from typing import Optional
+
+from pydantic import ConfigDict, Field, field_validator
+from sqlmodel import SQLModel
+
+MAX_PAGE = 2048
+MAX_USER_AGENT = 1024
+MAX_REFERRER = 2048
+MAX_DESCRIPTION = 4096
+MAX_SESSION_ID = 256
+MAX_DURATION_S = 86_400
+
+
+class EventCreateSchema(SQLModel):
+    """What a tracker sends. Only `page` is required; unknown fields are ignored (as in seed 004)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    page: str = Field(min_length=1, max_length=MAX_PAGE)
+    ip_address: Optional[str] = Field(default="", max_length=64)
+    user_agent: Optional[str] = Field(default="", max_length=MAX_USER_AGENT)
+    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER)
+    session_id: Optional[str] = Field(default=None, max_length=MAX_SESSION_ID)
+    duration: Optional[int] = Field(default=0, ge=0, le=MAX_DURATION_S,
+                                    description="Seconds spent on the page")
+    description: Optional[str] = Field(default="", max_length=MAX_DESCRIPTION)
+    # Idempotency: a client may supply its own id and time; (id, time) identifies an event.
+    id: Optional[uuid.UUID] = None
+    time: Optional[datetime] = Field(
+        default=None, description="When the event happened; defaults to the time it is received")
+
+    @field_validator("ip_address")
+    @classmethod
+    def _valid_ip(cls, v: Optional[str]) -> Optional[str]:
+        if v:
+            try:
+                return str(ipaddress.ip_address(v.strip()))
+            except ValueError:
+                raise ValueError("not a valid IPv4 or IPv6 address") from None
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, v: Optional[datetime]) -> Optional[datetime]:
+        if v is not None and v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)  # naive timestamps are taken as UTC
+        return v
+
+
+class EventModel(SQLModel):
+    """A stored event as the API returns it."""
+
+    id: uuid.UUID
+    time: datetime
+    page: str
+    ip_address: Optional[str] = ""
+    user_agent: Optional[str] = ""
+    referrer: Optional[str] = ""
+    session_id: Optional[str] = None
+    duration: Optional[int] = 0
+    description: Optional[str] = ""
+    os: str
+    browser: str
+    device: str
+    is_bot: bool
+    duplicate: bool = Field(default=False, description="True when this (id, time) was already stored")

@@ -1,0 +1,83 @@
+"""create_app(): the lifespan builds the pool, bootstraps the schema and runs the writer."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from .aggregation import seed_api
+from .aggregation.seed_reader import RawSeedReader
+from .config import Settings, get_settings
+from .db import DatabaseUnavailable, make_pool
+from .ingestion import router as ingestion_router
+from .ingestion.enrich import UserAgentCache
+from .ingestion.pipeline import Enricher
+from .ingestion.writer import EventWriter
+from .schema import bootstrap_with_retry
+from .web import errors, health
+from .web.logging import configure_logging
+from .web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+
+log = logging.getLogger("analytics")
+
+# Paths that work without the database.
+_NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state
+        state.settings = settings
+        state.schema_ready = asyncio.Event()
+        state.db_info = None
+        state.pool = make_pool(settings)
+        await state.pool.open(wait=False)
+        state.enricher = Enricher(UserAgentCache(settings.ua_cache_size),
+                                  max_age=timedelta(days=settings.max_event_age_days),
+                                  max_skew=timedelta(seconds=settings.max_clock_skew_s))
+        state.writer = EventWriter(state.pool, batch_max=settings.write_batch_max,
+                                   wait_ms=settings.write_batch_wait_ms,
+                                   queue_max=settings.write_queue_max)
+        state.seed_reader = RawSeedReader(state.pool)
+
+        async def bootstrap():
+            state.db_info = await bootstrap_with_retry(settings)
+            state.schema_ready.set()
+
+        boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")
+        state.writer.start()
+        try:
+            yield
+        finally:
+            boot_task.cancel()
+            await state.writer.stop()
+            await state.pool.close()
+            log.info("shutdown complete", extra={"writer_events": state.writer.stats.events})
+
+    app = FastAPI(title="Event analytics API", version="1.0.0", lifespan=lifespan,
+                  description="Self-hostable time-series event analytics on TimescaleDB.")
+
+    @app.middleware("http")
+    async def require_schema(request: Request, call_next):
+        # Until the schema exists, anything that needs the database gets a clean 503.
+        if request.url.path not in _NO_DB_PATHS and not request.app.state.schema_ready.is_set():
+            return errors.unavailable_response()
+        return await call_next(request)
+
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
+    app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
+    app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                       allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    return app

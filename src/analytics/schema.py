@@ -1,0 +1,108 @@
+"""Schema bootstrap: run at startup, idempotent, safe with several workers at once.
+
+The events table is a hypertable partitioned on `time`. Everything derived from the user agent
+(os, browser, device, is_bot) and the referrer host is computed once at write time, so readers
+never classify strings.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .config import Settings
+
+log = logging.getLogger("analytics.schema")
+
+# Any fixed number; serialises bootstrap between gunicorn workers and test processes.
+_BOOTSTRAP_LOCK_KEY = 4_004_004_004
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    timescaledb_version: str
+    license: str  # 'apache' or 'timescale'
+
+    @property
+    def community(self) -> bool:
+        """Community-edition features (continuous aggregates, compression, policies)."""
+        return self.license == "timescale"
+
+
+def events_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
+    s = sql.Identifier(schema)
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+        sql.SQL("""
+        CREATE TABLE IF NOT EXISTS {}.events (
+            id            uuid        NOT NULL,
+            time          timestamptz NOT NULL,
+            page          text        NOT NULL,
+            ip_address    text,
+            user_agent    text,
+            referrer      text,
+            referrer_host text        NOT NULL DEFAULT '',
+            session_id    text,
+            duration      integer,
+            description   text,
+            os            text        NOT NULL DEFAULT 'Other',
+            browser       text        NOT NULL DEFAULT 'Other',
+            device        text        NOT NULL DEFAULT 'other',
+            is_bot        boolean     NOT NULL DEFAULT false
+        )""").format(s),
+        sql.SQL("""SELECT create_hypertable({}, by_range('time', {}::interval),
+                                             if_not_exists => true)""").format(
+            sql.Literal(f"{schema}.events"), sql.Literal(chunk_interval)),
+        # Idempotency key: a unique index on a hypertable must include the time column.
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS events_id_time_key ON {}.events (id, time)").format(s),
+        # Seed 004's aggregate filters on page and groups by page/os over time.
+        sql.SQL("CREATE INDEX IF NOT EXISTS events_page_time_idx ON {}.events (page, time DESC)").format(s),
+    ]
+
+
+async def detect_edition(conn: psycopg.AsyncConnection) -> DatabaseInfo:
+    cur = await conn.execute(
+        "SELECT extversion, current_setting('timescaledb.license', true) "
+        "FROM pg_extension WHERE extname = 'timescaledb'")
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("timescaledb extension is not installed in this database")
+    return DatabaseInfo(timescaledb_version=row[0], license=(row[1] or "apache"))
+
+
+async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings,
+                    extra_ddl: list[sql.Composable] | None = None) -> DatabaseInfo:
+    """Create the extension, the events hypertable and its indexes (idempotent)."""
+    await conn.set_autocommit(False)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        for stmt in events_ddl(settings.db_schema, settings.events_chunk_interval):
+            await conn.execute(stmt)
+        for stmt in extra_ddl or []:
+            await conn.execute(stmt)
+        info = await detect_edition(conn)
+    return info
+
+
+async def bootstrap_with_retry(settings: Settings, extra_ddl: list[sql.Composable] | None = None,
+                               *, max_delay: float = 10.0) -> DatabaseInfo:
+    """Retry with capped exponential backoff until the database answers."""
+    attempt, delay = 0, 0.5
+    while True:
+        attempt += 1
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                    str(settings.database_url), connect_timeout=max(1, int(settings.db_timeout))) as conn:
+                info = await bootstrap(conn, settings, extra_ddl)
+            log.info("schema ready", extra={"attempt": attempt, "timescaledb": info.timescaledb_version,
+                                            "license": info.license, "schema": settings.db_schema})
+            return info
+        except psycopg.OperationalError as exc:
+            log.warning("database not reachable (attempt %d), retrying in %.1fs: %s",
+                        attempt, delay, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(max_delay, delay * 2)

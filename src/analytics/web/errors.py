@@ -1,0 +1,85 @@
+"""Every error is JSON that names the field; database internals never reach the client."""
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..db import DatabaseUnavailable
+
+log = logging.getLogger("analytics.errors")
+
+
+class ApiError(Exception):
+    """A 4xx with a field name: raised by services, rendered here."""
+
+    def __init__(self, status: int, field: str | None, msg: str, type_: str = "value_error",
+                 loc_prefix: str = "query") -> None:
+        self.status, self.field, self.msg, self.type = status, field, msg, type_
+        self.loc_prefix = loc_prefix
+
+
+def validation_error(field: str, msg: str, where: str = "query") -> ApiError:
+    return ApiError(422, field, msg, loc_prefix=where)
+
+
+def _clean(errors: list[dict]) -> list[dict]:
+    # FastAPI echoes the offending input; a 1 MB bad field should not come back, nor any
+    # internals. Keep the location, the message and the type.
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in errors]
+
+
+def unavailable_response() -> JSONResponse:
+    return JSONResponse({"error": "database_unavailable",
+                         "detail": "The database is unavailable; retry shortly."},
+                        status_code=503, headers={"Retry-After": "2"})
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        return JSONResponse({"error": "validation_error", "detail": _clean(exc.errors())},
+                            status_code=422)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        loc = [exc.loc_prefix, exc.field] if exc.field else [exc.loc_prefix]
+        return JSONResponse({"error": "validation_error" if exc.status == 422 else "error",
+                             "detail": [{"loc": loc, "msg": exc.msg, "type": exc.type}]},
+                            status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": "http_error", "detail": exc.detail},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _unavailable(_: Request, exc: DatabaseUnavailable):
+        return unavailable_response()
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_: Request, exc: PoolTimeout):
+        return unavailable_response()
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _operational(_: Request, exc: psycopg.OperationalError):
+        log.warning("database operational error: %s", type(exc).__name__)
+        return unavailable_response()
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def _timeout(_: Request, exc: psycopg.Error):
+        return JSONResponse({"error": "query_timeout",
+                             "detail": "The query took too long; narrow the range or coarsen the interval."},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unhandled(_: Request, exc: Exception):
+        log.exception("unhandled error")
+        return JSONResponse({"error": "internal_error", "detail": "Internal server error."},
+                            status_code=500)

@@ -1,0 +1,42 @@
+"""Liveness and readiness. /healthz never touches the database (Railway's healthcheck);
+/readyz does, and says 503 while the database or the schema is not there."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..db import DatabaseUnavailable, connection
+
+router = APIRouter()
+
+
+@router.get("/")
+async def greeting():
+    return {"hello": "world"}
+
+
+@router.get("/healthz")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request):
+    state = request.app.state
+    body = {"status": "ok", "database": "ok", "schema": "ready" if state.schema_ready.is_set() else "pending"}
+    try:
+        async with asyncio.timeout(3):
+            async with connection(state.pool) as conn:
+                await conn.execute("SELECT 1")
+    except (DatabaseUnavailable, TimeoutError):
+        body.update(status="unavailable", database="unreachable")
+        return JSONResponse(body, status_code=503)
+    if not state.schema_ready.is_set():
+        body["status"] = "unavailable"
+        return JSONResponse(body, status_code=503)
+    info = state.db_info
+    body.update(timescaledb=info.timescaledb_version, edition=info.license,
+                writer_queue=state.writer.queue_depth)
+    return body
