@@ -1,0 +1,1 @@
+"""Benchmarks against a real TimescaleDB and the production server command. See bench/README.md."""

@@ -1,0 +1,48 @@
+"""Every test talks to a real TimescaleDB (the local cluster `make test` starts, or the one
+DATABASE_URL / POSTGRES_* names). Each run works in its own schema and drops it at the end."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from support import Server, connect, database_url, drop_schema, new_schema_name  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def db_url() -> str:
+    return database_url()
+
+
+@pytest.fixture(scope="session")
+def schema(db_url):
+    name = new_schema_name()
+    yield name
+    drop_schema(db_url, name)
+
+
+@pytest.fixture(scope="session")
+def server(db_url, schema):
+    """One production-style server for the whole run (gunicorn, one uvicorn worker)."""
+    srv = Server(db_url, schema).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture()
+def db(db_url, schema, server):
+    """A direct connection into the run's schema, for checking what was stored."""
+    conn = connect(db_url, schema)
+    yield conn
+    conn.close()

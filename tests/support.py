@@ -1,0 +1,210 @@
+"""Test support: a real server process, schema-per-run isolation, and a TCP proxy to cut the DB."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+VENV_BIN = Path(sys.executable).parent
+
+
+def database_url() -> str:
+    sys.path.insert(0, str(SRC))
+    from analytics.config import _database_url  # the service's own resolution rules
+    return _database_url()
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_schema_name(prefix: str = "test") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def connect(url: str, schema: str) -> psycopg.Connection:
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("SELECT set_config('search_path', %s, false)", (f"{schema}, public",))
+    return conn
+
+
+class Server:
+    """The service as production runs it (gunicorn + uvicorn workers), on a free port."""
+
+    def __init__(self, database_url: str, schema: str, *, workers: int = 1,
+                 env: dict | None = None, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": schema,
+                    "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
+                    "PYTHONPATH": str(SRC), "ACCESS_LOG": "false", **(env or {})}
+        self.log_path = log_path or Path(f"/tmp/analytics-test-server-{self.port}.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 60) -> "Server":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "boot" / "gunicorn.conf.py"), "main:app"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group (master and workers) at once."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of the database. `cut()` drops every connection and
+    refuses new ones, as a database outage would; `restore()` lets traffic through again."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._up = threading.Event()
+        self._up.set()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._stop = False
+
+    @classmethod
+    def for_url(cls, url: str) -> "TcpProxy":
+        d = conninfo_to_dict(url)
+        return cls(d.get("host") or "127.0.0.1", int(d.get("port") or 5432))
+
+    def url_through(self, url: str) -> str:
+        d = conninfo_to_dict(url)
+        d.update(host="127.0.0.1", port=str(self.port))
+        d.pop("hostaddr", None)
+        return make_conninfo(**d)
+
+    def start(self) -> "TcpProxy":
+        self._open_listener()
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+        return self
+
+    def _open_listener(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(256)
+        s.settimeout(0.2)
+        self._listener = s
+
+    def _accept_loop(self) -> None:
+        while not self._stop:
+            if not self._up.is_set() or self._listener is None:
+                time.sleep(0.05)
+                continue
+            try:
+                client, _ = self._listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self._up.clear()
+        if self._listener is not None:
+            self._listener.close()  # new connections are refused, as with a stopped server
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self._open_listener()
+        self._up.set()
+
+    def close(self) -> None:
+        self._stop = True
+        self.cut()
