@@ -12,3 +12,6 @@ accesslog = None  # the app writes its own structured access log
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+# Gunicorn 27's control socket defaults to one path per user; several servers on one machine
+# (tests, benchmarks) would fight over it, and we do not use it.
+control_socket_disable = True
