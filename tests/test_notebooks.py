@@ -1,0 +1,24 @@
+"""The notebooks keep working against a running service (executed headless, like a user would)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+JUPYTER = Path(sys.executable).parent / "jupyter"
+
+
+@pytest.mark.skipif(not JUPYTER.exists() and not shutil.which("jupyter"), reason="jupyter not installed")
+def test_send_and_read_notebook_runs(server, tmp_path):
+    nb = ROOT / "notebooks" / "01-send-and-read-events.ipynb"
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "ANALYTICS_BASE_URL": server.url}
+    r = subprocess.run([str(JUPYTER), "nbconvert", "--to", "notebook", "--execute", str(nb),
+                        "--output", str(out), "--ExecutePreprocessor.timeout=60"],
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    assert "operating_system" in text  # the aggregate rows were printed
