@@ -6,7 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .aggregation import seed_api
@@ -20,7 +20,7 @@ from .ingestion.writer import EventWriter
 from .schema import bootstrap_with_retry
 from .web import errors, health
 from .web.logging import configure_logging
-from .web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from .web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SchemaReadyMiddleware
 
 log = logging.getLogger("analytics")
 
@@ -65,13 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Event analytics API", version="1.0.0", lifespan=lifespan,
                   description="Self-hostable time-series event analytics on TimescaleDB.")
 
-    @app.middleware("http")
-    async def require_schema(request: Request, call_next):
-        # Until the schema exists, anything that needs the database gets a clean 503.
-        if request.url.path not in _NO_DB_PATHS and not request.app.state.schema_ready.is_set():
-            return errors.unavailable_response()
-        return await call_next(request)
-
+    # Innermost: until the schema exists, anything that needs the database gets a clean 503.
+    app.add_middleware(SchemaReadyMiddleware, no_db_paths=_NO_DB_PATHS)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
