@@ -5,6 +5,7 @@ kept in a bounded LRU cache and the common case is a dict lookup.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
@@ -15,9 +16,15 @@ from user_agents import parse as parse_user_agent
 OS_NAMES = ("Windows", "MacOS", "iOS", "Android", "Linux", "ChromeOS", "Other")
 DEVICES = ("desktop", "mobile", "tablet", "bot", "other")
 
+# FreeBSD and other BSDs are not Linux: they are "Other".
 _LINUX_FAMILIES = {"linux", "ubuntu", "debian", "fedora", "red hat", "suse", "opensuse",
                    "gentoo", "mint", "linux mint", "arch linux", "centos", "kubuntu", "slackware",
-                   "mandriva", "freebsd"}
+                   "mandriva"}
+
+# Automated agents that ua-parser files under a browser: Applebot (a Safari UA plus a token),
+# headless browsers, and any agent naming a crawler with a version or an info URL.
+_EXTRA_BOT = re.compile(r"applebot|headlesschrome|phantomjs|(?:bot|spider|crawler)/\d|\+https?://",
+                        re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,8 @@ def classify(ua_string: str) -> UserAgentInfo:
     if not ua_string:
         return _EMPTY
     ua = parse_user_agent(ua_string)
-    if ua.is_bot:
+    is_bot = bool(ua.is_bot) or _EXTRA_BOT.search(ua_string) is not None
+    if is_bot:
         device = "bot"
     elif ua.is_tablet:
         device = "tablet"
@@ -65,7 +73,7 @@ def classify(ua_string: str) -> UserAgentInfo:
         device = "other"
     browser = (ua.browser.family or "Other")[:64]
     return UserAgentInfo(os=_os_name(ua.os.family or "", ua_string), browser=browser,
-                         device=device, is_bot=bool(ua.is_bot))
+                         device=device, is_bot=is_bot)
 
 
 class UserAgentCache:
