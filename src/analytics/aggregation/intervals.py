@@ -20,7 +20,7 @@ _UNITS = {
 }
 _SHORT_NAMES = {"minutely": "minute", "hourly": "hour", "daily": "day", "weekly": "week",
                 "monthly": "month", "yearly": "year"}
-_TERM = re.compile(r"(\d{1,6})\s*([a-z]+)")
+_TERM = re.compile(r"(\d{1,6})\s*([a-z]+)", re.ASCII)  # ASCII digits only
 
 
 @dataclass(frozen=True)

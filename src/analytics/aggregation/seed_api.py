@@ -47,6 +47,8 @@ async def read_events(
         raise validation_error("pages", f"at most {MAX_PAGES} pages")
     if any(len(p) > 2048 for p in lookup):
         raise validation_error("pages", "a page is longer than 2048 characters")
+    if any("\x00" in p for p in lookup):
+        raise validation_error("pages", "a page must not contain NUL characters")
     return await request.app.state.seed_reader.buckets(interval, lookup)
 
 

@@ -35,6 +35,14 @@ class EventCreateSchema(SQLModel):
     time: Optional[datetime] = Field(
         default=None, description="When the event happened; defaults to the time it is received")
 
+    @field_validator("page", "ip_address", "user_agent", "referrer", "session_id", "description")
+    @classmethod
+    def _no_nul(cls, v: Optional[str]) -> Optional[str]:
+        # PostgreSQL text cannot hold NUL; refuse it here rather than fail the whole batch later.
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return v
+
     @field_validator("ip_address")
     @classmethod
     def _valid_ip(cls, v: Optional[str]) -> Optional[str]:

@@ -56,7 +56,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": "http_error", "detail": exc.detail},
+        error = "body_too_large" if exc.status_code == 413 else "http_error"
+        return JSONResponse({"error": error, "detail": exc.detail},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(DatabaseUnavailable)

@@ -1,10 +1,13 @@
 """Request ids and the access log, as plain ASGI middleware (no per-request task overhead)."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import uuid
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .logging import request_id_var
 
@@ -70,7 +73,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
         try:
@@ -79,13 +82,20 @@ class BodySizeLimitMiddleware:
             await _too_large(send, self.max_bytes)
 
 
-class _BodyTooLarge(Exception):
-    pass
+def too_large_detail(max_bytes: int) -> list[dict]:
+    return [{"loc": ["body"], "msg": f"request body exceeds {max_bytes} bytes", "type": "too_large"}]
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from receive() while the app reads the body. An HTTPException, because FastAPI
+    turns any other exception raised while reading the body into a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=too_large_detail(max_bytes))
 
 
 async def _too_large(send, max_bytes: int) -> None:
-    body = (b'{"error":"body_too_large","detail":[{"loc":["body"],"msg":"request body exceeds '
-            + str(max_bytes).encode() + b' bytes","type":"too_large"}]}')
+    body = json.dumps({"error": "body_too_large", "detail": too_large_detail(max_bytes)}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
