@@ -40,6 +40,16 @@ class InvalidEvent(ValueError):
         self.message = message
 
 
+def _describe(d: timedelta) -> str:
+    """'7 days', '12 hours', '90 seconds': the window as configured, not rounded to 0 days."""
+    secs = int(d.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs >= size and secs % size == 0:
+            n = secs // size
+            return f"{n} {unit}" + ("s" if n != 1 else "")
+    return f"{secs} seconds"
+
+
 class Enricher:
     def __init__(self, ua_cache: UserAgentCache, max_age: timedelta, max_skew: timedelta) -> None:
         self.ua_cache = ua_cache
@@ -52,7 +62,7 @@ class Enricher:
         if t > now + self.max_skew:
             raise InvalidEvent("time", "must not be in the future")
         if t < now - self.max_age:
-            raise InvalidEvent("time", f"must not be older than {self.max_age.days} days")
+            raise InvalidEvent("time", f"must not be older than {_describe(self.max_age)}")
         return t
 
     def to_record(self, ev: EventCreateSchema, now: datetime | None = None) -> EventRecord:
