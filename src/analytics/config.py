@@ -65,6 +65,9 @@ class Settings:
     write_batch_wait_ms: float = field(
         default_factory=lambda: config("WRITE_BATCH_WAIT_MS", default=2.0, cast=float))
     write_queue_max: int = field(default_factory=lambda: config("WRITE_QUEUE_MAX", default=10000, cast=int))
+    write_timeout_s: float = field(
+        default_factory=lambda: config("WRITE_TIMEOUT_SECONDS", default=10.0, cast=float))
+    write_retries: int = field(default_factory=lambda: config("WRITE_RETRIES", default=3, cast=int))
     max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=10_485_760, cast=int))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))
     batch_max_events: int = field(default_factory=lambda: config("BATCH_MAX_EVENTS", default=1000, cast=int))

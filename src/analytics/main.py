@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                   max_skew=timedelta(seconds=settings.max_clock_skew_s))
         state.writer = EventWriter(state.pool, batch_max=settings.write_batch_max,
                                    wait_ms=settings.write_batch_wait_ms,
-                                   queue_max=settings.write_queue_max)
+                                   queue_max=settings.write_queue_max,
+                                   timeout_s=settings.write_timeout_s,
+                                   retries=settings.write_retries)
         state.seed_reader = RawSeedReader(state.pool)
 
         async def bootstrap():

@@ -1,14 +1,16 @@
-"""POST /api/events/: validate, enrich, hand to the group-commit writer, answer after COMMIT."""
+"""POST /api/events/ and /api/events/batch: validate, enrich, hand to the group-commit writer,
+answer after COMMIT."""
 from __future__ import annotations
 
 import json
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
-from ..web.errors import ApiError, unavailable_response
+from ..web.errors import ApiError
+from . import batch as batch_body
 from .pipeline import InvalidEvent
-from .schemas import EventCreateSchema, EventModel
+from .schemas import BatchResult, EventCreateSchema, EventModel
 from .writer import WriterOverloaded, WriterStopped
 
 router = APIRouter()
@@ -44,4 +46,41 @@ async def create_event(payload: EventCreateSchema, request: Request):
         return overloaded_response()
     # DatabaseUnavailable propagates to the 503 handler.
     return Response(_event_json(record, not new), status_code=201 if new else 200,
+                    media_type="application/json")
+
+
+_EVENT_REF = {"$ref": "#/components/schemas/EventCreateSchema"}
+
+
+@router.post("/batch", response_model=BatchResult, status_code=201,
+             summary="Create up to BATCH_MAX_EVENTS events in one transaction",
+             responses={200: {"description": "Nothing new: every event was a duplicate"},
+                        413: {"description": "More events than BATCH_MAX_EVENTS"},
+                        422: {"description": "Invalid items, listed by index (and NDJSON line); "
+                                             "nothing was written"},
+                        503: {"description": "Database unavailable or writer queue full"}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"type": "array", "items": _EVENT_REF}},
+                 "application/x-ndjson": {"schema": _EVENT_REF}}}})
+async def create_events_batch(request: Request):
+    """A JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`, one event per
+    line), each in the shape of the single-event body. All or nothing: any invalid item and
+    nothing is written; otherwise every event is committed in one transaction before the answer.
+    Events whose (id, time) is already stored are counted as duplicates, not stored again."""
+    state = request.app.state
+    try:
+        parsed = batch_body.parse_body(await request.body(), request.headers.get("content-type", ""),
+                                       state.settings.batch_max_events)
+        records = batch_body.validate(parsed, state.enricher)
+    except batch_body.BatchRejected as exc:
+        return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
+    try:
+        flags = await state.writer.submit(records)
+    except (WriterOverloaded, WriterStopped):
+        return overloaded_response()
+    duplicate_indexes = [i for i, new in enumerate(flags) if not new]
+    stored = len(flags) - len(duplicate_indexes)
+    body = {"stored": stored, "duplicates": len(duplicate_indexes),
+            "ids": [str(r.id) for r in records], "duplicate_indexes": duplicate_indexes}
+    return Response(json.dumps(body).encode(), status_code=201 if stored else 200,
                     media_type="application/json")

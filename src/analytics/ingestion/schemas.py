@@ -78,3 +78,13 @@ class EventModel(SQLModel):
     device: str
     is_bot: bool
     duplicate: bool = Field(default=False, description="True when this (id, time) was already stored")
+
+
+class BatchResult(SQLModel):
+    """The answer to POST /api/events/batch once the whole batch is committed."""
+
+    stored: int = Field(description="Events stored by this request")
+    duplicates: int = Field(description="Events whose (id, time) was already stored, or repeated in the batch")
+    ids: list[uuid.UUID] = Field(description="The id of every event, in request order")
+    duplicate_indexes: list[int] = Field(default_factory=list,
+                                         description="Positions (0-based) of the duplicates")

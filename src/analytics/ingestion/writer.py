@@ -1,26 +1,53 @@
-"""Group commit for single events.
+"""Group commit for single events (and the batch endpoint's batches).
 
-Requests put their event on a bounded queue and wait. One collector task takes what has
-arrived (up to `batch_max` events, waiting at most `wait_ms` for more), writes it with one COPY
-and one COMMIT, and only then answers every waiting request. A full queue is refused at once
-(the HTTP layer answers 503 + Retry-After) instead of growing memory.
+Requests put their events on a queue and wait. One collector task takes what has arrived (up
+to `batch_max` events, waiting at most `wait_ms` for more), writes it with one COPY and one
+COMMIT, and only then answers every waiting request. Nothing is answered 2xx unless its
+transaction committed.
+
+Failure handling:
+- The queue is bounded in events. When it is full, `submit` refuses at once (the HTTP layer
+  answers 503 + Retry-After) instead of growing memory.
+- Deadlocks and serialization failures (concurrent flushes upserting the same rollup rows) are
+  retried a few times with a short jittered backoff: the transaction rolled back, so a retry
+  cannot write twice.
+- A connection lost during the flush, including during COMMIT, leaves the outcome unknown: the
+  waiting requests get DatabaseUnavailable (503). A client retry with the same (id, time) is
+  safe, since writes are idempotent.
+- Fail fast: when a flush finds the database unavailable, a circuit opens: new events and those
+  still queued are refused at once with DatabaseUnavailable, and a background probe checks the
+  database every `probe_interval_s`; the first successful probe closes the circuit, so the same
+  process writes again as soon as the database is back.
+- A flush that fails on its data (a value the database refuses) is split: each request's
+  events are retried alone, so one bad request cannot fail the others that shared its COMMIT.
+- Every wait is bounded by `timeout_s`: a request whose events are not committed by then gets
+  DatabaseUnavailable (503; the outcome is unknown), even if the database hangs.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..db import DatabaseUnavailable, connection
+from ..db import DatabaseUnavailable
 from .pipeline import EventRecord
 from .repository import insert_events, split_duplicates
 
 log = logging.getLogger("analytics.writer")
+
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def _consume(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class WriterOverloaded(Exception):
@@ -42,20 +69,35 @@ class WriterStats:
     flushes: int = 0
     events: int = 0
     failures: int = 0
+    retries: int = 0
+    splits: int = 0
+    refused_unavailable: int = 0
+    refused_overloaded: int = 0
     last_flush_ms: float = 0.0
 
 
 class EventWriter:
     def __init__(self, pool: AsyncConnectionPool, *, batch_max: int = 500, wait_ms: float = 2.0,
-                 queue_max: int = 10_000, max_inflight: int = 2) -> None:
+                 queue_max: int = 10_000, max_inflight: int = 2, retries: int = 3,
+                 timeout_s: float = 10.0, probe_interval_s: float = 0.5,
+                 probe_timeout_s: float = 1.0) -> None:
         self.pool = pool
         self.batch_max = max(1, batch_max)
         self.wait_s = max(0.0, wait_ms) / 1000.0
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max(1, queue_max))
+        self.queue_max = max(1, queue_max)
+        self.retries = max(0, retries)
+        self.timeout_s = timeout_s
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queued_events = 0
+        self._carry: deque[_Pending] = deque()
         self._inflight = asyncio.Semaphore(max(1, max_inflight))
         self._flushes: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
         self._accepting = False
+        self._unavailable = False  # the circuit: open while the database is known to be down
         self.stats = WriterStats()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -67,87 +109,197 @@ class EventWriter:
         """Stop taking events, write everything already accepted, answer its requests."""
         self._accepting = False
         if self._task is not None:
-            await self._queue.put(_Pending((), asyncio.get_running_loop().create_future()))  # wake-up
+            self._queue.put_nowait(_Pending((), asyncio.get_running_loop().create_future()))  # wake-up
             await self._task
             self._task = None
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
 
     # -- producer side ---------------------------------------------------------------------
     async def submit(self, records: Sequence[EventRecord]) -> list[bool]:
-        """Wait until `records` are committed; return, per record, whether it was new."""
+        """Wait until `records` are committed; return, per record, whether it was new.
+
+        Raises WriterStopped, WriterOverloaded or DatabaseUnavailable (which includes 'the
+        outcome is unknown'); never returns unless the records are committed."""
         if not self._accepting:
             raise WriterStopped()
+        if self._unavailable:
+            self.stats.refused_unavailable += 1
+            raise DatabaseUnavailable()
+        n = len(records)
+        # A batch larger than the whole queue is still taken when the queue is empty.
+        if self._queued_events and self._queued_events + n > self.queue_max:
+            self.stats.refused_overloaded += 1
+            raise WriterOverloaded()
         fut = asyncio.get_running_loop().create_future()
+        self._queued_events += n
+        self._queue.put_nowait(_Pending(records, fut))
         try:
-            self._queue.put_nowait(_Pending(records, fut))
-        except asyncio.QueueFull:
-            raise WriterOverloaded() from None
-        return await fut
+            # shield: a timed-out request stops waiting, its events stay in the flush.
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+        except TimeoutError:
+            fut.add_done_callback(_consume)  # nobody awaits it any more
+            log.warning("write of %d events not committed within %.1fs; answering unavailable",
+                        n, self.timeout_s)
+            raise DatabaseUnavailable() from None
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        """Events accepted and not yet taken into a flush."""
+        return self._queued_events
+
+    @property
+    def available(self) -> bool:
+        return not self._unavailable
 
     # -- consumer side ---------------------------------------------------------------------
+    async def _next(self, timeout: float | None) -> _Pending | None:
+        if self._carry:
+            return self._carry.popleft()
+        try:
+            if timeout is None:
+                return await self._queue.get()
+            if timeout <= 0:
+                return self._queue.get_nowait()
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except (asyncio.QueueEmpty, TimeoutError):
+            return None
+
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
+            first = await self._next(None)
+            assert first is not None
             batch = [first] if first.records else []
             n = len(first.records)
             deadline = time.monotonic() + self.wait_s
-            stopping = not self._accepting
             while n < self.batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or stopping:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except asyncio.TimeoutError:
-                        break
-                if item.records:
-                    batch.append(item)
-                    n += len(item.records)
+                stopping = not self._accepting
+                remaining = 0.0 if stopping else deadline - time.monotonic()
+                item = await self._next(remaining)
+                if item is None:
+                    break
+                if not item.records:
+                    continue
+                if n + len(item.records) > self.batch_max:
+                    self._carry.append(item)  # first of the next flush
+                    break
+                batch.append(item)
+                n += len(item.records)
+            self._queued_events -= n
             if batch:
-                await self._inflight.acquire()
-                task = asyncio.create_task(self._flush(batch))
-                self._flushes.add(task)
-                task.add_done_callback(self._flushes.discard)
-            if not self._accepting and self._queue.empty():
+                if self._unavailable:
+                    # Accepted before the circuit opened: refuse now rather than wait.
+                    self._fail(batch, DatabaseUnavailable())
+                else:
+                    await self._inflight.acquire()
+                    task = asyncio.create_task(self._flush_and_release(batch))
+                    self._flushes.add(task)
+                    task.add_done_callback(self._flushes.discard)
+            if not self._accepting and self._queue.empty() and not self._carry:
                 return
+
+    async def _flush_and_release(self, batch: list[_Pending]) -> None:
+        try:
+            await self._flush(batch)
+        finally:
+            self._inflight.release()
 
     async def _flush(self, batch: list[_Pending]) -> None:
         records = [r for p in batch for r in p.records]
         t0 = time.perf_counter()
         try:
-            async with connection(self.pool) as conn:
-                async with conn.transaction():
-                    stored = await insert_events(conn, records)
-            # Committed: now, and only now, answer.
-            flags = split_duplicates(records, stored)
-            i = 0
-            for p in batch:
-                k = len(p.records)
-                if not p.future.done():
-                    p.future.set_result(flags[i:i + k])
-                i += k
-            self.stats.flushes += 1
-            self.stats.events += len(records)
-            self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
-        except (DatabaseUnavailable, psycopg.OperationalError) as exc:
-            self.stats.failures += 1
-            self._fail(batch, DatabaseUnavailable())
-            log.warning("flush of %d events failed: database unavailable (%s)",
+            stored = await self._write(records)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            if len(batch) == 1:
+                self._fail_logged(batch, exc)
+                return
+            # Something in one request's data: write each request alone.
+            self.stats.splits += 1
+            log.warning("flush of %d events failed on its data (%s); writing requests one by one",
                         len(records), type(exc).__name__)
+            for p in batch:
+                await self._flush([p])
+            return
+        except DatabaseUnavailable as exc:
+            self._fail_logged(batch, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - answer every waiter, whatever happened
-            self.stats.failures += 1
-            self._fail(batch, exc)
-            log.exception("flush of %d events failed", len(records))
-        finally:
-            self._inflight.release()
+            self._fail_logged(batch, exc)
+            return
+        # Committed: now, and only now, answer.
+        flags = split_duplicates(records, stored)
+        i = 0
+        for p in batch:
+            k = len(p.records)
+            if not p.future.done():
+                p.future.set_result(flags[i:i + k])
+            i += k
+        self.stats.flushes += 1
+        self.stats.events += len(records)
+        self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
+
+    async def _write(self, records: list[EventRecord]) -> set[tuple]:
+        """One transaction, retried on deadlock/serialization failure. Maps 'cannot reach the
+        database' and 'connection lost, outcome unknown' to DatabaseUnavailable."""
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    async with self.pool.connection() as conn:
+                        async with conn.transaction():
+                            return await insert_events(conn, records)
+            except _RETRYABLE as exc:
+                if attempt >= self.retries:
+                    log.warning("flush of %d events: %s after %d retries", len(records),
+                                type(exc).__name__, attempt)
+                    raise DatabaseUnavailable() from exc
+                attempt += 1
+                self.stats.retries += 1
+                await asyncio.sleep(random.uniform(0.005, 0.02) * 2 ** (attempt - 1))
+            except psycopg.errors.QueryCanceled as exc:
+                # statement_timeout: the database is up but too slow; no circuit.
+                raise DatabaseUnavailable() from exc
+            except (PoolTimeout, psycopg.OperationalError, TimeoutError) as exc:
+                self._open_circuit(exc)
+                raise DatabaseUnavailable() from exc
+
+    # -- the circuit -----------------------------------------------------------------------
+    def _open_circuit(self, exc: BaseException) -> None:
+        if not self._unavailable:
+            log.warning("database unavailable (%s): refusing writes until it answers again",
+                        type(exc).__name__)
+        self._unavailable = True
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_up(), name="event-writer-probe")
+
+    async def _probe_until_up(self) -> None:
+        down_since = time.monotonic()
+        while True:
+            await asyncio.sleep(self.probe_interval_s)
+            try:
+                async with asyncio.timeout(self.probe_timeout_s + 1):
+                    async with self.pool.connection(timeout=self.probe_timeout_s) as conn:
+                        await conn.execute("SELECT 1")
+            except (PoolTimeout, psycopg.Error, TimeoutError, OSError):
+                continue
+            self._unavailable = False
+            log.info("database available again; writes resume",
+                     extra={"down_s": round(time.monotonic() - down_since, 2)})
+            return
+
+    # -- answers ---------------------------------------------------------------------------
+    def _fail_logged(self, batch: list[_Pending], exc: BaseException) -> None:
+        self.stats.failures += 1
+        n = sum(len(p.records) for p in batch)
+        if isinstance(exc, DatabaseUnavailable):
+            log.warning("flush of %d events failed: database unavailable (%s)", n,
+                        type(exc.__cause__).__name__ if exc.__cause__ else "circuit open")
+        else:
+            log.error("flush of %d events failed: %s", n, type(exc).__name__, exc_info=exc)
+        self._fail(batch, exc)
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: BaseException) -> None:

@@ -1,0 +1,121 @@
+"""Parsing and validating a batch body: a JSON array, or NDJSON (one event per line).
+
+Validation is per item, with the single-event rules (EventCreateSchema, then the Enricher's
+time window). Any bad item makes the whole batch a 422 that lists every bad item by index
+(and, for NDJSON, by line) with the field and the reason; nothing is written.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from .pipeline import Enricher, EventRecord, InvalidEvent
+from .schemas import EventCreateSchema
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
+                          "application/x-jsonlines", "application/jsonlines"})
+
+
+class BatchRejected(Exception):
+    """The batch as a whole is refused; `errors` is the response's `detail` list."""
+
+    def __init__(self, status: int, error: str, errors: list[dict]) -> None:
+        super().__init__(error)
+        self.status, self.error, self.errors = status, error, errors
+
+
+def _err(loc: list, msg: str, type_: str, **extra: Any) -> dict:
+    return {"loc": loc, "msg": msg, "type": type_, **extra}
+
+
+def _json_error(exc: ValueError, line: int | None = None) -> tuple[str, dict]:
+    if isinstance(exc, json.JSONDecodeError):
+        ln = exc.lineno if line is None else line
+        return (f"invalid JSON at line {ln} column {exc.colno}: {exc.msg}",
+                {"line": ln, "column": exc.colno})
+    return f"invalid JSON: {type(exc).__name__}", ({"line": line} if line is not None else {})
+
+
+@dataclass
+class ParsedBatch:
+    items: list[Any]
+    lines: list[int] | None = None  # NDJSON: the 1-based line of each item
+
+
+def parse_body(body: bytes, content_type: str, max_events: int) -> ParsedBatch:
+    media = content_type.split(";", 1)[0].strip().lower()
+    parsed = _parse_ndjson(body, max_events) if media in NDJSON_TYPES else _parse_array(body)
+    if not parsed.items:
+        raise BatchRejected(422, "validation_error",
+                            [_err(["body"], "the batch is empty: send at least one event", "empty_batch")])
+    if len(parsed.items) > max_events:
+        raise BatchRejected(413, "batch_too_large", [_err(
+            ["body"], f"the batch has {len(parsed.items)} events; at most {max_events} are "
+            "accepted per request (BATCH_MAX_EVENTS)", "too_many_events",
+            limit=max_events, count=len(parsed.items))])
+    return parsed
+
+
+def _parse_array(body: bytes) -> ParsedBatch:
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BatchRejected(422, "validation_error",
+                            [_err(["body"], "the body is not valid UTF-8", "json_invalid")]) from None
+    except ValueError as exc:
+        msg, extra = _json_error(exc)
+        raise BatchRejected(422, "validation_error", [_err(["body"], msg, "json_invalid", **extra)]) from None
+    if not isinstance(data, list):
+        raise BatchRejected(422, "validation_error", [_err(
+            ["body"], "expected a JSON array of events (or NDJSON with Content-Type "
+            "application/x-ndjson)", "list_type")])
+    return ParsedBatch(data)
+
+
+def _parse_ndjson(body: bytes, max_events: int) -> ParsedBatch:
+    raw_lines = body.split(b"\n")
+    numbered = [(i + 1, ln) for i, ln in enumerate(raw_lines) if ln.strip()]
+    if len(numbered) > max_events:
+        # Refuse by count before parsing thousands of lines.
+        return ParsedBatch([None] * len(numbered))
+    items, lines, errors = [], [], []
+    for index, (lineno, ln) in enumerate(numbered):
+        try:
+            items.append(json.loads(ln))
+        except UnicodeDecodeError:
+            errors.append(_err(["body", index], f"line {lineno} is not valid UTF-8", "json_invalid",
+                               line=lineno))
+            items.append(None)
+        except ValueError as exc:
+            msg, extra = _json_error(exc, lineno)
+            errors.append(_err(["body", index], msg, "json_invalid", **extra))
+            items.append(None)
+        lines.append(lineno)
+    if errors:
+        raise BatchRejected(422, "validation_error", errors)
+    return ParsedBatch(items, lines)
+
+
+def validate(parsed: ParsedBatch, enricher: Enricher,
+             now: datetime | None = None) -> list[EventRecord]:
+    """Records for every item, or BatchRejected listing every bad item."""
+    now = now or datetime.now(timezone.utc)
+    records: list[EventRecord] = []
+    errors: list[dict] = []
+    for index, item in enumerate(parsed.items):
+        extra = {"line": parsed.lines[index]} if parsed.lines else {}
+        try:
+            ev = EventCreateSchema.model_validate(item)
+            records.append(enricher.to_record(ev, now))
+        except ValidationError as exc:
+            for e in exc.errors(include_url=False, include_input=False, include_context=False):
+                errors.append(_err(["body", index, *e["loc"]], e["msg"], e["type"], **extra))
+        except InvalidEvent as exc:
+            errors.append(_err(["body", index, exc.field], exc.message, "value_error", **extra))
+    if errors:
+        raise BatchRejected(422, "validation_error", errors)
+    return records
