@@ -18,18 +18,22 @@ def normalize_database_url(url: str) -> str:
     """Accept any URL form hosts hand out and return a libpq conninfo URL for psycopg."""
     url = url.strip()
     for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql+asyncpg://",
-                   "timescaledb+psycopg://", "postgres://"):
+                   "timescaledb+psycopg://", "timescaledb://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql://" + url[len(prefix):]
     return url
 
 
 def _database_url() -> str:
-    url = config("DATABASE_URL", default="")
+    url = config("DATABASE_URL", default="").strip()
     if url:
         return normalize_database_url(url)
-    host = config("POSTGRES_HOST", default="")
+    host = config("POSTGRES_HOST", default="").strip()
     if host:
+        if host.startswith("/"):
+            host = quote(host, safe="")  # a Unix-socket directory, percent-encoded for libpq
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
         user = quote(config("POSTGRES_USER", default="postgres"), safe="")
         password = config("POSTGRES_PASSWORD", default="")
         auth = f"{user}:{quote(password, safe='')}" if password else user

@@ -17,6 +17,11 @@ from .config import Settings
 log = logging.getLogger("analytics.db")
 
 
+def quote_ident(name: str) -> str:
+    """A double-quoted SQL identifier, for places that take text rather than sql.Identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be reached right now; the HTTP layer turns this into a 503."""
 
@@ -27,7 +32,7 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
         # Session settings applied to every new connection.
         await conn.execute(f"SET statement_timeout = {int(settings.db_statement_timeout_ms)}")
         await conn.execute("SELECT set_config('search_path', %s, false)",
-                           (f"{settings.db_schema}, public",))
+                           (f"{quote_ident(settings.db_schema)}, public",))
         await conn.commit()
 
     return AsyncConnectionPool(

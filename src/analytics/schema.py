@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from .config import Settings
+from .db import quote_ident
 
 log = logging.getLogger("analytics.schema")
 
@@ -55,7 +56,7 @@ def events_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
         )""").format(s),
         sql.SQL("""SELECT create_hypertable({}, by_range('time', {}::interval),
                                              if_not_exists => true)""").format(
-            sql.Literal(f"{schema}.events"), sql.Literal(chunk_interval)),
+            sql.Literal(f"{quote_ident(schema)}.events"), sql.Literal(chunk_interval)),
         # Idempotency key: a unique index on a hypertable must include the time column.
         sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS events_id_time_key ON {}.events (id, time)").format(s),
         # Seed 004's aggregate filters on page and groups by page/os over time.
@@ -103,6 +104,15 @@ async def bootstrap_with_retry(settings: Settings, extra_ddl: list[sql.Composabl
             return info
         except psycopg.OperationalError as exc:
             log.warning("database not reachable (attempt %d), retrying in %.1fs: %s",
-                        attempt, delay, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(max_delay, delay * 2)
+                        attempt, delay, _first_line(exc))
+        except psycopg.Error as exc:
+            # Reachable, but the bootstrap failed (extension missing, no privilege, ...): say so
+            # loudly and keep trying, rather than let the task die and serve 503s in silence.
+            log.error("schema bootstrap failed (attempt %d), retrying in %.1fs: %s: %s",
+                      attempt, delay, type(exc).__name__, _first_line(exc))
+        await asyncio.sleep(delay)
+        delay = min(max_delay, delay * 2)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,246 @@
+"""Startup: the schema bootstrap is idempotent and safe to race; the events table is a hypertable
+with its indexes; every DATABASE_URL / POSTGRES_* form a host hands out resolves."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from analytics.config import _database_url, get_settings, normalize_database_url
+from support import Server, connect, drop_schema, new_schema_name
+
+
+def hypertables(db_url: str, schema: str) -> list[tuple]:
+    with connect(db_url, schema) as conn:
+        return conn.execute(
+            "SELECT hypertable_schema, hypertable_name, num_dimensions "
+            "FROM timescaledb_information.hypertables WHERE hypertable_schema = %s",
+            (schema,)).fetchall()
+
+
+def post_and_get(url: str, page: str) -> str:
+    with httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/api/events/", json={"page": page, "duration": 3})
+        assert r.status_code == 201, r.text
+        ev_id = r.json()["id"]
+        assert c.get(f"/api/events/{ev_id}/").status_code == 200
+        return ev_id
+
+
+# -- the session schema ------------------------------------------------------------------------
+
+def test_events_is_a_hypertable_on_time(db, schema, db_url):
+    assert hypertables(db_url, schema) == [(schema, "events", 1)]
+    (col, dim_type) = db.execute(
+        "SELECT column_name, dimension_type FROM timescaledb_information.dimensions "
+        "WHERE hypertable_schema = %s AND hypertable_name = 'events'", (schema,)).fetchone()
+    assert (col, dim_type) == ("time", "Time")
+
+
+def test_indexes_exist(db, schema):
+    rows = dict(db.execute("SELECT indexname, indexdef FROM pg_indexes "
+                           "WHERE schemaname = %s AND tablename = 'events'", (schema,)).fetchall())
+    assert "UNIQUE" in rows["events_id_time_key"] and "(id, \"time\")" in rows["events_id_time_key"]
+    assert "(page, \"time\" DESC)" in rows["events_page_time_idx"]
+    assert any("(\"time\" DESC)" in d for d in rows.values())  # create_hypertable's own
+
+
+def test_columns(db, schema):
+    cols = dict(db.execute("SELECT column_name, data_type FROM information_schema.columns "
+                           "WHERE table_schema = %s AND table_name = 'events'", (schema,)).fetchall())
+    assert cols["id"] == "uuid"
+    assert cols["time"] == "timestamp with time zone"
+    assert cols["is_bot"] == "boolean"
+    for c in ("page", "ip_address", "user_agent", "referrer", "session_id", "description",
+              "os", "browser", "device"):
+        assert cols[c] == "text", c
+    assert cols["duration"] == "integer"
+
+
+# -- startup twice -----------------------------------------------------------------------------
+
+def test_startup_twice_in_turn_keeps_data(db_url):
+    schema = new_schema_name("twice")
+    try:
+        a = Server(db_url, schema).start()
+        try:
+            kept = post_and_get(a.url, "/before-restart")
+        finally:
+            a.stop()
+        b = Server(db_url, schema).start()
+        try:
+            with httpx.Client(base_url=b.url, timeout=30) as c:
+                assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-restart"
+            post_and_get(b.url, "/after-restart")
+        finally:
+            b.stop()
+        assert hypertables(db_url, schema) == [(schema, "events", 1)]
+        with connect(db_url, schema) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+    finally:
+        drop_schema(db_url, schema)
+
+
+def test_two_servers_racing_on_a_fresh_schema(db_url, tmp_path):
+    schema = new_schema_name("race")
+    servers = [Server(db_url, schema, workers=2, log_path=tmp_path / f"s{i}.log") for i in range(2)]
+    try:
+        for s in servers:
+            s.start(wait_ready=False)
+        for s in servers:
+            s.wait_ready(timeout=60)
+        ids = [post_and_get(s.url, f"/race/{i}") for i, s in enumerate(servers)]
+        # Four workers bootstrapped the same schema; one hypertable, nothing lost, no errors.
+        assert hypertables(db_url, schema) == [(schema, "events", 1)]
+        with connect(db_url, schema) as conn:
+            stored = {str(r[0]) for r in conn.execute("SELECT id FROM events").fetchall()}
+        assert stored == set(ids)
+        for s in servers:
+            log = s.log()
+            assert log.count('"schema ready"') == 2, log
+            assert "Traceback" not in log and '"level": "error"' not in log, log
+    finally:
+        for s in servers:
+            s.stop()
+        drop_schema(db_url, schema)
+
+
+def test_schema_name_that_needs_quoting(db_url):
+    """DB_SCHEMA with capitals and a dash: created, found, and used as named."""
+    schema = f"Analytics-{uuid.uuid4().hex[:6].upper()}"
+    try:
+        srv = Server(db_url, schema).start()
+        try:
+            post_and_get(srv.url, "/quoted")
+        finally:
+            srv.stop()
+        assert hypertables(db_url, schema) == [(schema, "events", 1)]
+        with connect(db_url, "public") as conn:
+            n = conn.execute(f'SELECT count(*) FROM "{schema}".events').fetchone()
+        assert n == (1,)
+    finally:
+        drop_schema(db_url, schema)
+
+
+# -- database URL forms ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given, expected", [
+    ("postgres://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+    ("postgresql://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+    ("postgresql+psycopg://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+    ("postgresql+psycopg2://u:p@h/db", "postgresql://u:p@h/db"),
+    ("postgresql+asyncpg://u:p@h/db", "postgresql://u:p@h/db"),
+    ("timescaledb+psycopg://u:p@h/db", "postgresql://u:p@h/db"),
+    ("timescaledb://u:p@h/db", "postgresql://u:p@h/db"),
+    ("  postgres://u@h/db?sslmode=require\n", "postgresql://u@h/db?sslmode=require"),
+    ("host=h port=5432 dbname=db", "host=h port=5432 dbname=db"),
+])
+def test_normalize_database_url(given, expected):
+    assert normalize_database_url(given) == expected
+
+
+ENV_VARS = ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_PORT",
+            "POSTGRES_DB", "LOCAL_DB_PORT")
+
+
+@pytest.fixture()
+def clean_env(monkeypatch):
+    for k in ENV_VARS:
+        monkeypatch.delenv(k, raising=False)
+    return monkeypatch
+
+
+def test_database_url_env_wins(clean_env):
+    clean_env.setenv("DATABASE_URL", "postgres://railway:secret@db.internal:6543/railway")
+    clean_env.setenv("POSTGRES_HOST", "ignored")
+    assert _database_url() == "postgresql://railway:secret@db.internal:6543/railway"
+    assert "secret" not in repr(get_settings().database_url)
+
+
+def test_blank_database_url_falls_back(clean_env):
+    clean_env.setenv("DATABASE_URL", "   ")
+    clean_env.setenv("POSTGRES_HOST", "db")
+    assert conninfo_to_dict(_database_url())["host"] == "db"
+
+
+def test_postgres_vars(clean_env):
+    clean_env.setenv("POSTGRES_HOST", "timescale_pg_db")
+    clean_env.setenv("POSTGRES_USER", "app user")
+    clean_env.setenv("POSTGRES_PASSWORD", "p@ss:w/rd#?%")
+    clean_env.setenv("POSTGRES_PORT", "5433")
+    clean_env.setenv("POSTGRES_DB", "analytics db")
+    d = conninfo_to_dict(_database_url())
+    assert d == {"host": "timescale_pg_db", "port": "5433", "user": "app user",
+                 "password": "p@ss:w/rd#?%", "dbname": "analytics db"}
+
+
+def test_postgres_vars_defaults(clean_env):
+    clean_env.setenv("POSTGRES_HOST", "h")
+    assert conninfo_to_dict(_database_url()) == {"host": "h", "port": "5432", "user": "postgres",
+                                                 "dbname": "postgres"}
+
+
+@pytest.mark.parametrize("host", ["::1", "/var/run/postgresql"])
+def test_postgres_host_ipv6_and_socket(clean_env, host):
+    clean_env.setenv("POSTGRES_HOST", host)
+    assert conninfo_to_dict(_database_url())["host"] == host
+
+
+def test_local_cluster_default(clean_env):
+    clean_env.setenv("LOCAL_DB_PORT", "55555")
+    d = conninfo_to_dict(_database_url())
+    assert (d["host"], d["port"], d["dbname"]) == ("127.0.0.1", "55555", "analytics")
+
+
+def _as_url(db_url: str, scheme: str) -> str:
+    d = conninfo_to_dict(db_url)
+    auth = d.get("user", "postgres") + (f":{d['password']}" if d.get("password") else "")
+    return f"{scheme}{auth}@{d.get('host', '127.0.0.1')}:{d.get('port', '5432')}/{d.get('dbname', 'postgres')}"
+
+
+@pytest.mark.parametrize("form", ["postgres://", "postgresql+psycopg://", "postgres_vars"])
+def test_real_server_with_url_form(db_url, form):
+    schema = new_schema_name("url")
+    d = conninfo_to_dict(db_url)
+    if d.get("host", "").startswith("/") or "password" in d and not d["password"].isalnum():
+        pytest.skip("the test builds URLs by hand for TCP hosts with simple passwords")
+    if form == "postgres_vars":
+        env = {"DATABASE_URL": "", "POSTGRES_HOST": d.get("host", "127.0.0.1"),
+               "POSTGRES_PORT": d.get("port", "5432"), "POSTGRES_USER": d.get("user", "postgres"),
+               "POSTGRES_PASSWORD": d.get("password", ""), "POSTGRES_DB": d.get("dbname", "postgres")}
+    else:
+        env = {"DATABASE_URL": _as_url(db_url, form)}
+    try:
+        srv = Server(db_url, schema, env=env).start()
+        try:
+            post_and_get(srv.url, f"/form/{form}")
+        finally:
+            srv.stop()
+        assert hypertables(db_url, schema) == [(schema, "events", 1)]
+    finally:
+        drop_schema(db_url, schema)
+
+
+def test_bootstrap_error_is_logged_and_retried(db_url, tmp_path):
+    """The database answers but the bootstrap fails (here: a bad chunk interval). The server
+    says so in its log on every attempt and stays alive with 503s, instead of failing silently."""
+    schema = new_schema_name("badboot")
+    srv = Server(db_url, schema, env={"EVENTS_CHUNK_INTERVAL": "banana"}, log_path=tmp_path / "s.log")
+    try:
+        srv.start(wait_ready=False)
+        srv.wait_ready(path="/healthz", timeout=30)
+        deadline = time.monotonic() + 20
+        while srv.log().count("schema bootstrap failed") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.log().count("schema bootstrap failed") >= 2, srv.log()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/readyz").status_code == 503
+            r = c.post("/api/events/", json={"page": "/x"})
+            assert r.status_code == 503 and r.json()["error"] == "database_unavailable"
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)
