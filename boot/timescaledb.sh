@@ -133,14 +133,23 @@ as_owner() {
 }
 
 is_running() {
-  [ -f "$DATA_DIR/postmaster.pid" ] && as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1
+  [ -f "$DATA_DIR/postmaster.pid" ] || return 1
+  as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1 || return 1
+  # pg_ctl only asks whether the recorded pid is alive. After a crash (and a reboot) that pid
+  # may belong to an unrelated process; a postmaster runs with its data directory as cwd.
+  local pid cwd
+  pid=$(head -n 1 "$DATA_DIR/postmaster.pid" 2>/dev/null || true)
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  cwd=$(readlink -f "/proc/$pid/cwd" 2>/dev/null) || return 0  # cannot tell: trust pg_ctl
+  [ "$cwd" = "$(readlink -f "$DATA_DIR")" ]
 }
 
 init_cluster() {
   [ -f "$DATA_DIR/PG_VERSION" ] && return 0
   say "initialising a local cluster in $DATA_DIR"
   mkdir -p "$DATA_DIR"
-  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$(dirname "$DATA_DIR")"
+  # Only the data directory changes hands (LOCAL_DB_DIR may sit in a folder that is not ours).
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$DATA_DIR"; fi
   chmod 700 "$DATA_DIR"
   as_owner "$(pg_bindir)/initdb" -D "$DATA_DIR" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null
 }
@@ -159,7 +168,7 @@ cmd_start() {
   else
     # A crash can leave postmaster.pid behind; pg_ctl status said it is not running.
     rm -f "$DATA_DIR/postmaster.pid"
-    [ "$(id -u)" -eq 0 ] && touch "$LOG_FILE" && chown postgres: "$LOG_FILE"
+    if [ "$(id -u)" -eq 0 ]; then touch "$LOG_FILE" && chown postgres: "$LOG_FILE"; fi
     as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" -l "$LOG_FILE" -w -t 60 -o \
       "-p $PORT -k $DATA_DIR -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200 -c synchronous_commit=on -c shared_buffers=512MB -c work_mem=32MB -c max_locks_per_transaction=256" \
       start >/dev/null || { tail -n 20 "$LOG_FILE" >&2; die "PostgreSQL did not start"; }
