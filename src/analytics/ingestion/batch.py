@@ -62,7 +62,7 @@ def parse_body(body: bytes, content_type: str, max_events: int) -> ParsedBatch:
 
 def _parse_array(body: bytes) -> ParsedBatch:
     try:
-        data = json.loads(body)
+        data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise BatchRejected(422, "validation_error",
                             [_err(["body"], "the body is not valid UTF-8", "json_invalid")]) from None
@@ -85,7 +85,7 @@ def _parse_ndjson(body: bytes, max_events: int) -> ParsedBatch:
     items, lines, errors = [], [], []
     for index, (lineno, ln) in enumerate(numbered):
         try:
-            items.append(json.loads(ln))
+            items.append(json.loads(ln.decode("utf-8")))
         except UnicodeDecodeError:
             errors.append(_err(["body", index], f"line {lineno} is not valid UTF-8", "json_invalid",
                                line=lineno))

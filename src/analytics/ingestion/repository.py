@@ -38,6 +38,11 @@ def register_insert_hook(hook: InsertHook) -> None:
         _hooks.append(hook)
 
 
+def unregister_insert_hook(hook: InsertHook) -> None:
+    if hook in _hooks:
+        _hooks.remove(hook)
+
+
 def hook_count() -> int:
     """How many insert hooks every write runs (the benchmark prints it)."""
     return len(_hooks)
