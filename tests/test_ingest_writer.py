@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
+from typing import AsyncIterator
 
 import psycopg
 import pytest
@@ -67,6 +69,30 @@ async def _conn(settings: Settings) -> psycopg.AsyncConnection:
     return conn
 
 
+@asynccontextmanager
+async def running_writer(settings: Settings, **kw) -> AsyncIterator[EventWriter]:
+    pool = make_pool(settings)
+    await pool.open(wait=True, timeout=BOUND_S)
+    writer = EventWriter(pool, **kw)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
+        await pool.close()
+
+
+@asynccontextmanager
+async def in_transaction(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection with an open transaction (rolled back at the end unless committed)."""
+    conn = await _conn(settings)
+    await conn.set_autocommit(False)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def _fetch(conn, query: str, params=()):
     return await (await conn.execute(query, params)).fetchall()
 
@@ -113,14 +139,10 @@ def test_hooks_run_once_per_new_row_on_both_paths(wschema, count_hook):
 
 def test_deadlock_is_retried_and_written_once(wschema, count_hook):
     async def main():
-        pool = make_pool(wschema)
-        await pool.open(wait=True, timeout=BOUND_S)
-        writer = EventWriter(pool, wait_ms=0, retries=3)
-        writer.start()
-        other = await _conn(wschema)
-        await other.set_autocommit(False)
-        try:
-            (timeout_s,) = (await _fetch(other, "SELECT extract(epoch FROM current_setting('deadlock_timeout')::interval)"))[0]
+        async with running_writer(wschema, wait_ms=0, retries=3) as writer, \
+                in_transaction(wschema) as other:
+            (timeout_s,) = (await _fetch(
+                other, "SELECT extract(epoch FROM current_setting('deadlock_timeout')::interval)"))[0]
             assert timeout_s < 10, "the cluster's deadlock_timeout is too long for this test"
             # The other transaction waits long before it looks for deadlocks: the writer's
             # backend finds it first and is the one rolled back.
@@ -138,10 +160,6 @@ def test_deadlock_is_retried_and_written_once(wschema, count_hook):
             counters = dict(await _fetch(other, "SELECT k, n FROM counters"))
             stored = (await _fetch(other, "SELECT count(*) FROM events WHERE id = %s", (r.id,)))[0][0]
             return result, writer.stats.retries, counters, stored
-        finally:
-            await other.close()
-            await writer.stop()
-            await pool.close()
 
     result, retries, counters, stored = asyncio.run(main())
     assert result == [True]
@@ -152,21 +170,14 @@ def test_deadlock_is_retried_and_written_once(wschema, count_hook):
 
 def test_bad_request_does_not_fail_the_others_in_its_flush(wschema):
     async def main():
-        pool = make_pool(wschema)
-        await pool.open(wait=True, timeout=BOUND_S)
-        writer = EventWriter(pool, wait_ms=200)  # both submissions land in one flush
-        writer.start()
         good, bad = rec("/good"), rec("/bad\x00")  # PostgreSQL text cannot hold NUL
-        try:
+        async with running_writer(wschema, wait_ms=200) as writer:  # both in one flush
             results = await asyncio.wait_for(asyncio.gather(
                 writer.submit([good]), writer.submit([bad]), return_exceptions=True), BOUND_S)
             conn = await _conn(wschema)
             stored = (await _fetch(conn, "SELECT count(*) FROM events WHERE id = %s", (good.id,)))[0][0]
             await conn.close()
             return results, writer.stats.splits, stored
-        finally:
-            await writer.stop()
-            await pool.close()
 
     (ok, err), splits, stored = asyncio.run(main())
     assert ok == [True]
@@ -177,13 +188,8 @@ def test_bad_request_does_not_fail_the_others_in_its_flush(wschema):
 
 def test_blocked_database_gives_a_bounded_wait_then_recovers(wschema):
     async def main():
-        pool = make_pool(wschema)
-        await pool.open(wait=True, timeout=BOUND_S)
-        writer = EventWriter(pool, wait_ms=0, timeout_s=1.0, probe_interval_s=0.1)
-        writer.start()
-        blocker = await _conn(wschema)
-        await blocker.set_autocommit(False)
-        try:
+        async with running_writer(wschema, wait_ms=0, timeout_s=1.0, probe_interval_s=0.1) as writer, \
+                in_transaction(wschema) as blocker:
             await blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
             t0 = time.monotonic()
             with pytest.raises(DatabaseUnavailable):
@@ -200,10 +206,6 @@ def test_blocked_database_gives_a_bounded_wait_then_recovers(wschema):
                     assert time.monotonic() < deadline, "the writer did not recover"
                     await asyncio.sleep(0.1)
             return waited, result
-        finally:
-            await blocker.close()
-            await writer.stop()
-            await pool.close()
 
     waited, result = asyncio.run(main())
     assert waited < BOUND_S
@@ -212,13 +214,8 @@ def test_blocked_database_gives_a_bounded_wait_then_recovers(wschema):
 
 def test_queue_is_bounded_in_events(wschema):
     async def main():
-        pool = make_pool(wschema)
-        await pool.open(wait=True, timeout=BOUND_S)
-        writer = EventWriter(pool, wait_ms=0, batch_max=4, queue_max=10, max_inflight=1, timeout_s=20)
-        writer.start()
-        blocker = await _conn(wschema)
-        await blocker.set_autocommit(False)
-        try:
+        async with running_writer(wschema, wait_ms=0, batch_max=4, queue_max=10, max_inflight=1,
+                                  timeout_s=20) as writer, in_transaction(wschema) as blocker:
             await blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
             first = asyncio.create_task(writer.submit([rec()]))  # in flight, blocked
             await _wait_until_blocked_by(wschema, blocker.info.backend_pid)
@@ -238,10 +235,6 @@ def test_queue_is_bounded_in_events(wschema):
             # A batch larger than the whole queue is still taken when the queue is empty.
             big = await asyncio.wait_for(writer.submit([rec() for _ in range(25)]), BOUND_S)
             return results, big
-        finally:
-            await blocker.close()
-            await writer.stop()
-            await pool.close()
 
     results, big = asyncio.run(main())
     assert results == [[True], [True] * 4, [True] * 4, [True] * 4]
