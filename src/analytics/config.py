@@ -75,6 +75,13 @@ class Settings:
     max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=10_485_760, cast=int))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))
     batch_max_events: int = field(default_factory=lambda: config("BATCH_MAX_EVENTS", default=1000, cast=int))
+    # Query API (read path)
+    stats_max_buckets: int = field(
+        default_factory=lambda: config("STATS_MAX_BUCKETS", default=10000, cast=int))
+    stats_cache_ttl_s: float = field(
+        default_factory=lambda: config("STATS_CACHE_TTL_SECONDS", default=2.0, cast=float))
+    stats_cache_entries: int = field(
+        default_factory=lambda: config("STATS_CACHE_ENTRIES", default=256, cast=int))
 
 
 def get_settings() -> Settings:

@@ -9,14 +9,19 @@ from datetime import timedelta
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from .aggregation import router as stats_router
 from .aggregation import seed_api
-from .aggregation.seed_reader import RawSeedReader
+from .aggregation.cache import TTLCache
+from .aggregation.seed_reader import SeedReader
+from .aggregation.service import StatsService
 from .config import Settings, get_settings
 from .db import DatabaseUnavailable, make_pool
 from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
+from .rollups import install as install_rollups
+from .rollups import rollup_ddl
 from .schema import bootstrap_with_retry
 from .web import errors, health
 from .web.logging import configure_logging
@@ -31,6 +36,7 @@ _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    install_rollups()  # every stored event is folded into the rollups in the same statement
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -48,10 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    queue_max=settings.write_queue_max,
                                    timeout_s=settings.write_timeout_s,
                                    retries=settings.write_retries)
-        state.seed_reader = RawSeedReader(state.pool)
+        state.stats = StatsService(state.pool, TTLCache(settings.stats_cache_ttl_s,
+                                                        settings.stats_cache_entries))
+        state.seed_reader = SeedReader(state.pool, state.stats.ready)
 
         async def bootstrap():
-            state.db_info = await bootstrap_with_retry(settings)
+            state.db_info = await bootstrap_with_retry(settings, rollup_ddl(settings.db_schema))
             state.schema_ready.set()
 
         boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")
@@ -73,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
+    app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -1,11 +1,19 @@
-"""Answers seed 004's bucketed aggregate (bucket, page, operating_system, avg_duration, count)."""
+"""Answers seed 004's bucketed aggregate (bucket, page, operating_system, avg_duration, count).
+
+Same rows as the raw `time_bucket ... GROUP BY` over events, read from a (page, os) rollup
+whenever the planner finds one whose grain divides the width (time_bucket's default origin,
+2000-01-03 and 2000-01-01 for months, is aligned to every grain).
+"""
 from __future__ import annotations
 
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
 from .intervals import Interval
+from .planner import seed_table
+from .service import ReadyRollups, begin_read
 
 RAW_SEED_QUERY = """
 SELECT time_bucket(%(width)s::interval, time) AS bucket,
@@ -19,15 +27,32 @@ GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
 """
 
+# avg(int) is numeric sum / count, so this is the same float8 as the raw query's.
+ROLLUP_SEED_QUERY = """
+SELECT time_bucket(%(width)s::interval, bucket) AS bucket,
+       page,
+       os AS operating_system,
+       (sum(dur_sum)::numeric / nullif(sum(dur_n), 0))::float8 AS avg_duration,
+       sum(events)::bigint AS count
+FROM {table}
+WHERE page = ANY(%(pages)s)
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
 
-class RawSeedReader:
-    """Straight from the events hypertable; the os column was filled at ingest."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+class SeedReader:
+    def __init__(self, pool: AsyncConnectionPool, ready: ReadyRollups | None = None) -> None:
         self.pool = pool
+        self.ready = ready or ReadyRollups()
 
-    async def buckets(self, interval: Interval, pages: list[str]) -> list[dict]:
+    async def buckets(self, interval: Interval, pages: list[str], *, force_raw: bool = False) -> list[dict]:
         async with connection(self.pool) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(RAW_SEED_QUERY, {"width": interval.to_pg(), "pages": pages})
-            return await cur.fetchall()
+            async with conn.transaction():
+                await begin_read(conn)
+                table = None if force_raw else seed_table(interval, await self.ready.get(conn))
+                query = (sql.SQL(RAW_SEED_QUERY) if table is None else
+                         sql.SQL(ROLLUP_SEED_QUERY).format(table=sql.Identifier(table)))
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, {"width": interval.to_pg(), "pages": pages})
+                return await cur.fetchall()

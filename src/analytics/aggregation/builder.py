@@ -1,0 +1,220 @@
+"""SQL for a planned StatsQuery. Raw events and rollups produce the same shapes, so everything
+above the sources (merging metric kinds, zero-fill, ordering, JSON) is one code path.
+
+Rows are placed in buckets with `width_bucket(t, edges)` (edges computed in Python, see
+buckets.py); the final rows are rendered as JSON by PostgreSQL, so a 50,000-row answer never
+becomes 50,000 Python dicts.
+"""
+from __future__ import annotations
+
+from psycopg import sql
+
+from ..rollups.catalog import DIMENSIONS
+from .buckets import iso
+from .planner import Piece, Plan, Source
+from .query import StatsQuery
+
+_ALL = sql.SQL
+
+
+def _like_prefix(p: str) -> str:
+    return p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class Builder:
+    def __init__(self, q: StatsQuery) -> None:
+        self.q = q
+        self.params: dict[str, object] = {}
+        self.g = [sql.Identifier(d) for d in q.group_by]          # output names
+        self.bucketed = q.kind == "timeseries"
+        if self.bucketed:
+            self.edges = self.param(list(q.edges), "timestamptz[]")
+
+    # -- helpers --------------------------------------------------------------------------
+    def param(self, value, cast: str | None = None) -> sql.Composable:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        ph = sql.Placeholder(name)
+        return sql.SQL("{}::{}").format(ph, sql.SQL(cast)) if cast else ph
+
+    def _gsel(self) -> sql.Composable:
+        """', page, referrer_host AS referrer' for a source row."""
+        return _ALL("").join(_ALL(", {} AS {}").format(sql.Identifier(DIMENSIONS[d]), sql.Identifier(d))
+                             for d in self.q.group_by)
+
+    def _gnames(self, prefix: str = "") -> sql.Composable:
+        p = _ALL(prefix + ".") if prefix else _ALL("")
+        return _ALL("").join(_ALL(", ") + p + g for g in self.g)
+
+    def _gpos(self) -> sql.Composable:
+        return _ALL("").join(_ALL(", {}").format(_ALL(str(i + 2))) for i in range(len(self.g)))
+
+    def _bucket(self, t: str) -> sql.Composable:
+        if self.bucketed:
+            return _ALL("width_bucket({}, {})").format(sql.Identifier(t), self.edges)
+        return _ALL("1")
+
+    def _where(self, tcol: str, piece: Piece, *, bots_column: bool) -> sql.Composable:
+        t = sql.Identifier(tcol)
+        parts = [_ALL("{} >= {}").format(t, self.param(piece.lo, "timestamptz")),
+                 _ALL("{} < {}").format(t, self.param(piece.hi, "timestamptz"))]
+        for name, values in self.q.filters.values:
+            if name == "page_prefix":
+                parts.append(_ALL("page LIKE ANY({})").format(
+                    self.param([_like_prefix(v) for v in values], "text[]")))
+            else:
+                parts.append(_ALL("{} = ANY({})").format(sql.Identifier(DIMENSIONS[name]),
+                                                         self.param(list(values), "text[]")))
+        if bots_column and not self.q.filters.include_bots:
+            parts.append(_ALL("NOT is_bot"))
+        return _ALL(" AND ").join(parts)
+
+    # -- metric kinds ---------------------------------------------------------------------
+    def agg(self, src: Source) -> sql.Composable:
+        pieces = []
+        for p in src.pieces:
+            if p.table is None:
+                pieces.append(_ALL("""SELECT {b} AS b{gsel}, count(*) AS events, sum(duration) AS dur_sum,
+                    count(duration) AS dur_n FROM events WHERE {w} GROUP BY 1{gpos}""").format(
+                    b=self._bucket("time"), gsel=self._gsel(), w=self._where("time", p, bots_column=True),
+                    gpos=self._gpos()))
+            else:
+                pieces.append(_ALL("""SELECT {b} AS b{gsel}, sum(events) AS events, sum(dur_sum) AS dur_sum,
+                    sum(dur_n) AS dur_n FROM {t} WHERE {w} GROUP BY 1{gpos}""").format(
+                    b=self._bucket("bucket"), gsel=self._gsel(), t=sql.Identifier(p.table),
+                    w=self._where("bucket", p, bots_column=True), gpos=self._gpos()))
+        return _ALL("""SELECT b{g}, sum(events)::bigint AS events,
+            (sum(dur_sum)::numeric / nullif(sum(dur_n), 0))::float8 AS avg_duration
+            FROM ({u}) u GROUP BY b{g}""").format(g=self._gnames(), u=_ALL(" UNION ALL ").join(pieces))
+
+    def dur(self, src: Source) -> sql.Composable:
+        pieces = []
+        for p in src.pieces:
+            if p.table is None:
+                pieces.append(_ALL("""SELECT {b} AS b{gsel}, duration AS d, count(*) AS n FROM events
+                    WHERE {w} AND duration IS NOT NULL GROUP BY 1{gpos}, duration""").format(
+                    b=self._bucket("time"), gsel=self._gsel(), w=self._where("time", p, bots_column=True),
+                    gpos=self._gpos()))
+            else:
+                pieces.append(_ALL("""SELECT {b} AS b{gsel}, duration AS d, sum(n) AS n FROM {t}
+                    WHERE {w} GROUP BY 1{gpos}, duration""").format(
+                    b=self._bucket("bucket"), gsel=self._gsel(), t=sql.Identifier(p.table),
+                    w=self._where("bucket", p, bots_column=True), gpos=self._gpos()))
+        g = self._gnames()
+        # percentile_cont over a histogram: the values at 0-based ranks floor(f*(N-1)) and
+        # ceil(f*(N-1)), interpolated as PostgreSQL does.
+        pct = []
+        for name, f in (("median_duration", "0.5"), ("p95_duration", "0.95")):
+            pos = _ALL("({}::float8 * (max(total) - 1)::float8)").format(_ALL(f))
+            row_pos = _ALL("({}::float8 * (total - 1)::float8)").format(_ALL(f))
+            lo = _ALL("min(d) FILTER (WHERE before + n > floor({}))").format(row_pos)
+            hi = _ALL("min(d) FILTER (WHERE before + n > ceil({}))").format(row_pos)
+            pct.append(_ALL("({lo}::float8 + ({hi}::float8 - {lo}::float8) * ({pos} - floor({pos}))) AS {n}").format(
+                lo=lo, hi=hi, pos=pos, n=sql.Identifier(name)))
+        return _ALL("""SELECT b{g}, {pct} FROM (
+                SELECT b{g}, d, n, sum(n) OVER w - n AS before, sum(n) OVER (PARTITION BY b{g}) AS total
+                FROM (SELECT b{g}, d, sum(n) AS n FROM ({u}) u GROUP BY b{g}, d) h
+                WINDOW w AS (PARTITION BY b{g} ORDER BY d ROWS UNBOUNDED PRECEDING)) c
+            GROUP BY b{g}""").format(g=g, pct=_ALL(", ").join(pct), u=_ALL(" UNION ALL ").join(pieces))
+
+    def ses(self, src: Source) -> sql.Composable:
+        (p,) = src.pieces
+        if p.table is None:
+            return _ALL("""SELECT {b} AS b{gsel}, count(DISTINCT session_id) AS unique_sessions
+                FROM events WHERE {w} GROUP BY 1{gpos}""").format(
+                b=self._bucket("time"), gsel=self._gsel(), w=self._where("time", p, bots_column=True),
+                gpos=self._gpos())
+        start = self.param(self.q.start, "timestamptz")
+        lower = _ALL("greatest(({})[b], {})").format(self.edges, start) if self.bucketed else start
+        return _ALL("""SELECT b{g}, (sum(n) FILTER (WHERE prev < {lower}))::bigint AS unique_sessions
+            FROM (SELECT {b} AS b{gsel}, prev, n FROM {t} WHERE {w}) s GROUP BY b{g}""").format(
+            g=self._gnames(), lower=lower, b=self._bucket("bucket"), gsel=self._gsel(),
+            t=sql.Identifier(p.table), w=self._where("bucket", p, bots_column=False))
+
+    # -- whole statements -------------------------------------------------------------------
+    def _merged(self, plan: Plan) -> sql.Composable:
+        ctes = [_ALL("agg AS ({})").format(self.agg(plan.agg))]
+        cols = [_ALL("agg.events"), _ALL("agg.avg_duration")]
+        joins = []
+        if plan.ses:
+            ctes.append(_ALL("ses AS ({})").format(self.ses(plan.ses)))
+            cols.append(_ALL("coalesce(ses.unique_sessions, 0) AS unique_sessions"))
+            joins.append(_ALL("LEFT JOIN ses USING (b{})").format(self._gnames()))
+        if plan.dur:
+            ctes.append(_ALL("dur AS ({})").format(self.dur(plan.dur)))
+            cols += [_ALL("dur.median_duration"), _ALL("dur.p95_duration")]
+            joins.append(_ALL("LEFT JOIN dur USING (b{})").format(self._gnames()))
+        ctes.append(_ALL("m AS (SELECT b{g}, {cols} FROM agg {joins})").format(
+            g=self._gnames(), cols=_ALL(", ").join(cols), joins=_ALL(" ").join(joins)))
+        return _ALL("WITH ") + _ALL(",\n").join(ctes)
+
+    def _row_json(self, alias: str, *, bucket: bool, zero_fill: bool) -> sql.Composable:
+        items = []
+        if bucket:
+            labels = self.param([iso(t, self.q.tz) for t in self.q.edges], "text[]")
+            items.append(_ALL("'bucket', ({})[{}.b]").format(labels, _ALL(alias)))
+        for d in self.q.group_by:
+            items.append(_ALL("{}, {}.{}").format(sql.Literal(d), _ALL(alias), sql.Identifier(d)))
+        for m in self.q.metrics:
+            col = _ALL("m.{}").format(sql.Identifier(m))
+            if zero_fill and m in ("events", "unique_sessions"):
+                col = _ALL("coalesce({}, 0)").format(col)
+            items.append(_ALL("{}, {}").format(sql.Literal(m), col))
+        return _ALL("json_build_object({})").format(_ALL(", ").join(items))
+
+    def _ranked(self, body: sql.Composable) -> sql.Composable:
+        q = self.q
+        direction = _ALL("DESC" if q.descending else "ASC")
+        order = _ALL("m.{} {} NULLS LAST").format(sql.Identifier(q.order_by), direction)
+        for g in self.g:
+            order = order + _ALL(", m.") + g
+        return _ALL("row_number() OVER (ORDER BY {})").format(order)
+
+    def timeseries(self, plan: Plan, groups: list[tuple] | None = None) -> sql.Composable:
+        """Zero-filled rows: every bucket, and for each group present (or the given groups) every bucket."""
+        n = self.param(len(self.q.edges), "int")
+        if not self.g:
+            grid = _ALL("SELECT b FROM generate_series(1, {}) AS b").format(n)
+            order = _ALL("grid.b")
+        elif groups is None:
+            grid = _ALL("SELECT b{g}, 0 AS rank FROM generate_series(1, {n}) AS b CROSS JOIN (SELECT DISTINCT {gl} FROM m) gr").format(
+                g=self._gnames("gr"), n=n, gl=_ALL(", ").join(self.g))
+            order = _ALL("grid.b") + self._gnames("grid")
+        else:
+            arrays = [self.param([k[i] for k in groups], "text[]") for i in range(len(self.g))]
+            grid = _ALL("""SELECT b{g}, gr.rank FROM generate_series(1, {n}) AS b
+                CROSS JOIN unnest({arrays}) WITH ORDINALITY AS gr({gl}, rank)""").format(
+                g=self._gnames("gr"), n=n, arrays=_ALL(", ").join(arrays), gl=_ALL(", ").join(self.g))
+            order = _ALL("grid.b, grid.rank")
+        return _ALL("""{merged},
+            grid AS ({grid})
+            SELECT coalesce(json_agg({row} ORDER BY {order}), '[]')::text, count(*)
+            FROM grid LEFT JOIN m USING (b{g})""").format(
+            merged=self._merged(plan), grid=grid, row=self._row_json("grid", bucket=True, zero_fill=True),
+            order=order, g=self._gnames())
+
+    def grouped(self, plan: Plan) -> sql.Composable:
+        """One row per group, ordered by order_by, paged by limit/offset; plus the group count."""
+        q = self.q
+        lo = self.param(q.offset, "bigint")
+        hi = self.param(None if q.limit is None else q.offset + q.limit, "bigint")
+        return _ALL("""{merged}
+            SELECT coalesce((SELECT json_agg(o ORDER BY rn) FROM (
+                        SELECT {row} AS o, {rank} AS rn FROM m) x
+                    WHERE rn > {lo} AND ({hi} IS NULL OR rn <= {hi})), '[]')::text,
+                   (SELECT count(*) FROM m)""").format(
+            merged=self._merged(plan), row=self._row_json("m", bucket=False, zero_fill=False),
+            rank=self._ranked(_ALL("")), lo=lo, hi=hi)
+
+    def single(self, plan: Plan) -> sql.Composable:
+        """Totals without groups: exactly one row, zeros when nothing matched."""
+        return _ALL("""{merged}
+            SELECT json_build_array({row})::text, 1 FROM (SELECT 1) one LEFT JOIN m ON true""").format(
+            merged=self._merged(plan), row=self._row_json("m", bucket=False, zero_fill=True))
+
+    def statement(self, plan: Plan, groups: list[tuple] | None = None) -> sql.Composable:
+        if self.q.kind == "timeseries":
+            return self.timeseries(plan, groups)
+        if self.g:
+            return self.grouped(plan)
+        return self.single(plan)

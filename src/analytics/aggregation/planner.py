@@ -1,0 +1,171 @@
+"""The one place that decides, per query, which source answers each metric exactly.
+
+Metrics fall in three kinds, each with its own rollup kind (see rollups.catalog):
+- agg (events, avg_duration) and dur (median, p95): summable, so the range is cut into
+  pieces: the coarsest usable grain in the middle, finer grains towards the edges, raw events
+  for slivers shorter than the finest grain. A grain is usable when it divides every interior
+  bucket edge of the query (in epoch seconds; all grains are UTC-aligned).
+- ses (unique_sessions): first-seen counts are exact only for a range whose ends fall on the
+  table's grain and a family whose dimensions are exactly the query's (group_by plus
+  single-valued filters), human events only. Otherwise: raw events.
+Among families that fit, the planner takes the one with the fewest rows to read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ..rollups.catalog import Family, families
+from .intervals import Interval
+from .query import StatsQuery
+
+KIND_OF_METRIC = {"events": "agg", "avg_duration": "agg", "unique_sessions": "ses",
+                  "median_duration": "dur", "p95_duration": "dur"}
+# Rough rows per bucket of a family (measured on the benchmark data: 1 for totals, ~600 pages
+# a day ...); only their order matters. Raw events cost one row each.
+_WIDTH = {"total": 1, "tech": 40, "page": 600, "reftech": 150, "pageos": 2200, "pagetech": 5000,
+          "pageref": 3000, "all": 11000, "referrer": 15, "os": 7, "browser": 15, "device": 5}
+RAW_ROWS_PER_SECOND = 1.3  # ~10M events / 90 days; only used to compare a raw sliver with a rollup
+
+
+@dataclass(frozen=True)
+class Piece:
+    table: str | None       # None: the raw events
+    lo: datetime
+    hi: datetime
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str               # agg | dur | ses
+    family: Family | None   # None when everything is raw
+    pieces: tuple[Piece, ...]
+
+    @property
+    def label(self) -> str:
+        names = []
+        for p in self.pieces:
+            n = p.table or "raw"
+            if n not in names:
+                names.append(n)
+        return "+".join(names)
+
+
+@dataclass(frozen=True)
+class Plan:
+    agg: Source
+    dur: Source | None
+    ses: Source | None
+
+    def sources(self) -> dict[str, Source]:
+        return {k: s for k, s in (("agg", self.agg), ("dur", self.dur), ("ses", self.ses)) if s}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = 1_000_000
+
+
+def _us(t: datetime) -> int:
+    """Exact integer microseconds since the epoch (floats would round)."""
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _divides(grain: int, instants) -> bool:
+    return all(_us(t) % (grain * _US) == 0 for t in instants)
+
+
+def _raw(kind: str, q: StatsQuery) -> Source:
+    return Source(kind, None, (Piece(None, q.start, q.end),))
+
+
+def _cover(lo: int, hi: int, grains: list[tuple[int, str]]) -> list[tuple[str | None, int, int]]:
+    """Cut [lo, hi) into whole buckets of the coarsest grain, finer grains at the ends, raw slivers."""
+    if lo >= hi:
+        return []
+    if not grains:
+        return [(None, lo, hi)]
+    g, table = grains[-1][0] * _US, grains[-1][1]
+    a, b = -(-lo // g) * g, (hi // g) * g
+    if a >= b:
+        return _cover(lo, hi, grains[:-1])
+    return _cover(lo, a, grains[:-1]) + [(table, a, b)] + _cover(b, hi, grains[:-1])
+
+
+def _cost(pieces, fam: Family, grains: dict[str, int]) -> float:
+    total = 0.0
+    for table, lo, hi in pieces:
+        if table is None:
+            total += (hi - lo) / _US * RAW_ROWS_PER_SECOND
+        else:
+            total += (hi - lo) / _US / grains[table] * _WIDTH.get(fam.name, 1000) + 50  # + per piece
+    return total
+
+
+def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
+    if q.force_raw:
+        return _raw(kind, q)
+    needed = set(q.group_by) | q.filters.dimensions()
+    interior = q.edges[1:]
+    best = None
+    for fam in families(kind):
+        if not needed <= set(fam.dims):
+            continue
+        grains = [(g, t) for g, t in fam.tables() if t in ready and _divides(g, interior)]
+        if not grains:
+            continue
+        pieces = _cover(_us(q.start), _us(q.end), grains)
+        cost = _cost(pieces, fam, {t: g for g, t in grains})
+        if best is None or cost < best[0]:
+            best = (cost, fam, pieces)
+    if best is None:
+        return _raw(kind, q)
+    _, fam, pieces = best
+    return Source(kind, fam, tuple(
+        Piece(t, _at(lo), _at(hi)) for t, lo, hi in pieces))
+
+
+def _sessions(q: StatsQuery, ready: set[str]) -> Source:
+    if q.force_raw or q.filters.include_bots or q.filters.get("page_prefix") and "page" not in q.group_by:
+        return _raw("ses", q)
+    dims = set(q.group_by)
+    for name, values in q.filters.values:
+        dim = "page" if name == "page_prefix" else name
+        if dim in q.group_by:
+            continue
+        if len(values) != 1 or name == "page_prefix":
+            return _raw("ses", q)  # one session counted once across several values: not summable
+        dims.add(dim)
+    bounds = (q.start, q.end, *q.edges[1:])
+    for fam in families("ses"):
+        if set(fam.dims) != dims:
+            continue
+        for g, table in reversed(fam.tables()):
+            if table in ready and _divides(g, bounds):
+                return Source("ses", fam, (Piece(table, q.start, q.end),))
+    return _raw("ses", q)
+
+
+def plan(q: StatsQuery, ready: set[str]) -> Plan:
+    kinds = {KIND_OF_METRIC[m] for m in q.metrics}
+    return Plan(agg=_summable("agg", q, ready),
+                dur=_summable("dur", q, ready) if "dur" in kinds else None,
+                ses=_sessions(q, ready) if "ses" in kinds else None)
+
+
+def seed_table(width: Interval, ready: set[str]) -> str | None:
+    """The rollup that answers seed 004's `time_bucket(width, time)` by page and os exactly, if any."""
+    best = None
+    for fam in families("agg"):
+        if not {"page", "os"} <= set(fam.dims):
+            continue
+        for g, table in fam.tables():
+            fits = (86400 % g == 0) if width.months else (width.seconds % g == 0)
+            if table in ready and fits:
+                cost = _WIDTH.get(fam.name, 1000) / g
+                if best is None or cost < best[0]:
+                    best = (cost, table)
+    return best[1] if best else None

@@ -1,0 +1,181 @@
+"""The query model: request parameters, checked once, resolved into a StatsQuery.
+
+Nothing downstream re-validates: the planner and the SQL builders trust this object. Every
+rejection is a 422 naming the parameter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..ingestion.enrich import DEVICES, OS_NAMES
+from ..web.errors import validation_error
+from .buckets import TooManyBuckets, edges
+from .intervals import Interval, IntervalError, parse_bounded
+
+Kind = Literal["timeseries", "breakdown", "totals"]
+Metric = Literal["events", "unique_sessions", "avg_duration", "median_duration", "p95_duration"]
+Dimension = Literal["page", "os", "browser", "device", "referrer"]
+
+METRICS: tuple[str, ...] = ("events", "unique_sessions", "avg_duration", "median_duration", "p95_duration")
+DIMENSIONS: tuple[str, ...] = ("page", "os", "browser", "device", "referrer")
+FILTERS: tuple[str, ...] = ("page", "page_prefix", "os", "browser", "device", "referrer")
+DEFAULT_RANGE = timedelta(days=30)
+MAX_FILTER_VALUES = 100
+MAX_VALUE_LENGTH = 2048
+_CANON = {"os": {v.lower(): v for v in OS_NAMES}, "device": {v.lower(): v for v in DEVICES}}
+
+
+@dataclass(frozen=True)
+class Filters:
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (filter name, values), non-empty only
+    include_bots: bool = False
+
+    def get(self, name: str) -> tuple[str, ...]:
+        return dict(self.values).get(name, ())
+
+    def dimensions(self) -> set[str]:
+        """Dimensions the filters read (page_prefix reads page)."""
+        return {"page" if n == "page_prefix" else n for n, _ in self.values}
+
+    def as_dict(self) -> dict:
+        return {**{n: list(v) for n, v in self.values}, "include_bots": self.include_bots}
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    kind: Kind
+    start: datetime
+    end: datetime
+    tz_name: str
+    interval: Interval | None
+    group_by: tuple[str, ...]
+    metrics: tuple[str, ...]
+    filters: Filters
+    order_by: str
+    descending: bool
+    limit: int | None
+    offset: int
+    compare: str | None = None
+    force_raw: bool = False
+    edges: tuple[datetime, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.tz_name)
+
+    def cache_key(self) -> tuple:
+        return (self.kind, self.start, self.end, self.tz_name, self.interval, self.group_by, self.metrics,
+                self.filters, self.order_by, self.descending, self.limit, self.offset, self.compare,
+                self.force_raw)
+
+
+def _zone(name: str) -> ZoneInfo:
+    if not name or len(name) > 64:
+        raise validation_error("timezone", "must be an IANA time zone name such as 'Europe/Berlin'")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise validation_error("timezone", f"unknown time zone '{name[:64]}'") from None
+
+
+def _instant(name: str, t: datetime, tz: ZoneInfo) -> datetime:
+    """Aware datetimes are instants; a naive one is read as wall time in the query's zone."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=tz)
+    try:
+        return t.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise validation_error(name, "is out of range") from None
+
+
+def _default_end(now: datetime) -> datetime:
+    # The next quarter hour: an aligned default lets the 15-minute rollups answer it.
+    q = 900
+    ts = int(now.timestamp())
+    return datetime.fromtimestamp(-(-ts // q) * q, timezone.utc)
+
+
+def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
+    out = []
+    for name in FILTERS:
+        vals = raw.get(name) or []
+        if len(vals) > MAX_FILTER_VALUES:
+            raise validation_error(name, f"at most {MAX_FILTER_VALUES} values")
+        clean = []
+        for v in vals:
+            if len(v) > MAX_VALUE_LENGTH:
+                raise validation_error(name, f"a value is longer than {MAX_VALUE_LENGTH} characters")
+            if "\x00" in v:
+                raise validation_error(name, "must not contain NUL characters")
+            if name in _CANON:
+                canon = _CANON[name].get(v.lower())
+                if canon is None:
+                    raise validation_error(name, f"'{v[:40]}' is not one of {', '.join(_CANON[name].values())}")
+                v = canon
+            elif name in ("page", "page_prefix", "browser") and v == "":
+                raise validation_error(name, "must not be empty")
+            if v not in clean:
+                clean.append(v)
+        if clean:
+            out.append((name, tuple(sorted(clean))))
+    return Filters(tuple(out), include_bots)
+
+
+def _order(order_by: str | None, metrics: tuple[str, ...]) -> tuple[str, bool]:
+    if order_by is None:
+        return metrics[0], True
+    name, _, direction = order_by.partition(":")
+    if name not in metrics:
+        raise validation_error("order_by", f"must be one of the requested metrics: {', '.join(metrics)} "
+                                           "(optionally followed by ':asc' or ':desc')")
+    if direction not in ("", "asc", "desc"):
+        raise validation_error("order_by", "direction must be ':asc' or ':desc'")
+    return name, direction != "asc"
+
+
+def build_query(kind: Kind, *, interval: str | None, start: datetime | None, end: datetime | None,
+                timezone_name: str, group_by: list[str], metrics: list[str], filters: dict[str, list[str]],
+                include_bots: bool, order_by: str | None, limit: int | None, offset: int,
+                compare: str | None, source: str, max_buckets: int, now: datetime | None = None) -> StatsQuery:
+    tz = _zone(timezone_name)
+    now = now or datetime.now(timezone.utc)
+    s = _instant("start", start, tz) if start is not None else None
+    e = _instant("end", end, tz) if end is not None else None
+    if e is None:
+        e = _default_end(now) if s is None or s < _default_end(now) else s + DEFAULT_RANGE
+    if s is None:
+        s = e - DEFAULT_RANGE
+    if e <= s:
+        raise validation_error("end", "must be after start")
+    iv = None
+    if kind == "timeseries" or interval is not None:
+        try:
+            iv = parse_bounded(interval if interval is not None else "1 day")
+        except IntervalError as exc:
+            raise validation_error("interval", f"interval {exc}") from None
+    groups = tuple(dict.fromkeys(group_by))
+    mets = tuple(dict.fromkeys(metrics)) or ("events",)
+    if kind == "breakdown" and not groups:
+        raise validation_error("group_by", "breakdown needs at least one group_by dimension")
+    if compare is not None and kind != "totals":
+        raise validation_error("compare", "compare is available on /totals")
+    name, desc = _order(order_by, mets)
+    if limit is None and kind == "breakdown":
+        limit = 10
+    if (limit is not None or offset) and not groups:
+        raise validation_error("limit" if limit is not None else "offset",
+                               "limit and offset page through groups; add group_by")
+    bucket_edges: tuple[datetime, ...] = ()
+    if kind == "timeseries":
+        try:
+            bucket_edges = tuple(edges(s, e, iv, tz, max_buckets))
+        except TooManyBuckets as exc:
+            raise validation_error("interval", f"the range would have about {exc.n} buckets of {iv}; "
+                                               f"at most {max_buckets} are allowed") from None
+    return StatsQuery(kind=kind, start=s, end=e, tz_name=timezone_name, interval=iv if kind == "timeseries" else None,
+                      group_by=groups, metrics=mets, filters=_filters(filters, include_bots),
+                      order_by=name, descending=desc, limit=limit, offset=offset, compare=compare,
+                      force_raw=(source == "raw"), edges=bucket_edges)

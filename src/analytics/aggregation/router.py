@@ -1,0 +1,135 @@
+"""GET /api/v1/stats/{timeseries,breakdown,totals}: typed parameters, JSON from the service."""
+from __future__ import annotations
+
+import inspect
+from datetime import datetime
+from typing import Annotated, List, Literal, Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+
+from ..web.errors import validation_error
+from .query import Dimension, Kind, Metric, StatsQuery, build_query
+
+router = APIRouter()
+
+_STR_LIST = Query(default=[], max_length=100)
+
+
+class StatsParams:
+    """The parameters shared by all three endpoints (FastAPI types and documents them)."""
+
+    def __init__(
+        self,
+        interval: Annotated[Optional[str], Query(
+            description="Bucket width (timeseries): '15 minutes', '1 day', '1 week', '1 month' or "
+                        "minute/hour/day/week/month; 1 minute to 1 year. Default 1 day.")] = None,
+        start: Annotated[Optional[datetime], Query(
+            description="ISO 8601 instant, inclusive; without an offset it is wall time in `timezone`. "
+                        "Default: end - 30 days.")] = None,
+        end: Annotated[Optional[datetime], Query(
+            description="ISO 8601 instant, exclusive. Default: now, rounded up to the quarter hour.")] = None,
+        timezone: Annotated[str, Query(description="IANA zone for bucket edges and output offsets")] = "UTC",
+        group_by: Annotated[List[Dimension], Query(description="Repeatable")] = [],  # noqa: B006
+        metrics: Annotated[List[Metric], Query(description="Repeatable; default events")] = [],  # noqa: B006
+        page: Annotated[List[str], Query(description="Exact page; repeatable (OR)")] = [],  # noqa: B006
+        page_prefix: Annotated[List[str], Query(description="Page prefix; repeatable (OR)")] = [],  # noqa: B006
+        os: Annotated[List[str], Query(description="Windows, MacOS, iOS, Android, Linux, ChromeOS, Other")] = [],  # noqa: B006
+        browser: Annotated[List[str], Query(description="Browser family; repeatable (OR)")] = [],  # noqa: B006
+        device: Annotated[List[str], Query(description="desktop, mobile, tablet, bot, other")] = [],  # noqa: B006
+        referrer: Annotated[List[str], Query(description="Referrer host without www. ('' = direct)")] = [],  # noqa: B006
+        include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
+        order_by: Annotated[Optional[str], Query(
+            description="A requested metric, optionally ':asc' or ':desc' (default desc); "
+                        "default the first metric")] = None,
+        limit: Annotated[Optional[int], Query(ge=1, le=10000, description="Groups per page "
+                                              "(breakdown default 10; elsewhere all groups)")] = None,
+        offset: Annotated[int, Query(ge=0, le=1_000_000, description="Groups to skip")] = 0,
+        compare: Annotated[Optional[Literal["previous"]], Query(
+            description="totals: also the period of the same length just before")] = None,
+        source: Annotated[Literal["auto", "raw"], Query(include_in_schema=False)] = "auto",
+    ) -> None:
+        self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
+
+
+_ALLOWED = set(inspect.signature(StatsParams).parameters)
+
+
+def _query(kind: Kind, request: Request, p: StatsParams) -> StatsQuery:
+    for name in request.query_params.keys():
+        if name not in _ALLOWED and not name.startswith("_"):
+            raise validation_error(name, "unknown parameter")
+    return build_query(
+        kind, interval=p.interval, start=p.start, end=p.end, timezone_name=p.timezone,
+        group_by=list(p.group_by), metrics=list(p.metrics),
+        filters={"page": p.page, "page_prefix": p.page_prefix, "os": p.os, "browser": p.browser,
+                 "device": p.device, "referrer": p.referrer},
+        include_bots=p.include_bots, order_by=p.order_by, limit=p.limit, offset=p.offset,
+        compare=p.compare, source=p.source, max_buckets=request.app.state.settings.stats_max_buckets)
+
+
+# -- response shapes (for the OpenAPI schema; the service renders JSON itself) ------------------
+class StatsRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    bucket: Optional[str] = None
+    page: Optional[str] = None
+    os: Optional[str] = None
+    browser: Optional[str] = None
+    device: Optional[str] = None
+    referrer: Optional[str] = None
+    events: Optional[int] = None
+    unique_sessions: Optional[int] = None
+    avg_duration: Optional[float] = None
+    median_duration: Optional[float] = None
+    p95_duration: Optional[float] = None
+    previous: Optional[dict] = None
+
+
+class StatsMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    interval: Optional[str]
+    timezone: str
+    start: str
+    end: str
+    group_by: List[str]
+    metrics: List[str]
+    filters: dict
+    source: str
+    sources: dict
+    buckets: Optional[int] = None
+    total_groups: Optional[int] = None
+    order_by: Optional[str] = None
+    limit: Optional[int] = None
+    offset: Optional[int] = None
+
+
+class StatsResponse(BaseModel):
+    meta: StatsMeta
+    results: List[StatsRow]
+
+
+_DOC = {"response_model": None, "responses": {200: {"model": StatsResponse},
+                                               422: {"description": "A parameter is invalid (named in detail.loc)"}}}
+
+
+async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
+    q = _query(kind, request, p)
+    ans = await request.app.state.stats.answer(q)
+    return Response(ans.body, media_type="application/json",
+                    headers={"X-Cache": "hit" if ans.cached else "miss"})
+
+
+@router.get("/timeseries", **_DOC, summary="One row per bucket (and group), zero-filled")
+async def timeseries(request: Request, p: Annotated[StatsParams, Depends()]):
+    return await _respond("timeseries", request, p)
+
+
+@router.get("/breakdown", **_DOC, summary="One row per group over the range, ordered and paged")
+async def breakdown(request: Request, p: Annotated[StatsParams, Depends()]):
+    return await _respond("breakdown", request, p)
+
+
+@router.get("/totals", **_DOC, summary="The metrics over the range (optionally vs the previous period)")
+async def totals(request: Request, p: Annotated[StatsParams, Depends()]):
+    return await _respond("totals", request, p)

@@ -1,0 +1,133 @@
+"""Runs a StatsQuery: plan, SQL in one read-only snapshot, JSON bytes out, TTL cache around it."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from ..db import connection
+from ..rollups.ddl import META_TABLE
+from .buckets import iso
+from .builder import Builder
+from .cache import TTLCache
+from .planner import KIND_OF_METRIC, Plan, plan
+from .query import StatsQuery
+
+_READY_TTL = 5.0
+
+
+@dataclass
+class Answer:
+    body: bytes
+    cached: bool
+
+
+async def begin_read(conn: psycopg.AsyncConnection) -> None:
+    """One snapshot for every statement of an answer; JIT off (its compile time dwarfs these queries)."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL jit = off")
+
+
+class ReadyRollups:
+    """Which rollup tables are complete (rollup_meta.ready), re-read every few seconds."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._at = -1e9
+
+    async def get(self, conn: psycopg.AsyncConnection) -> set[str]:
+        if time.monotonic() - self._at > _READY_TTL:
+            cur = await conn.execute(sql.SQL("SELECT name FROM {} WHERE ready").format(sql.Identifier(META_TABLE)))
+            self._names = {r[0] for r in await cur.fetchall()}
+            self._at = time.monotonic()
+        return self._names
+
+
+def _meta(q: StatsQuery, p: Plan, **extra) -> dict:
+    sources = {m: getattr(p, KIND_OF_METRIC[m]).label for m in q.metrics}
+    tz = q.tz
+    meta = {
+        "interval": str(q.interval) if q.interval else None,
+        "timezone": q.tz_name,
+        "start": iso(q.start, tz),
+        "end": iso(q.end, tz),
+        "group_by": list(q.group_by),
+        "metrics": list(q.metrics),
+        "filters": q.filters.as_dict(),
+        "source": "+".join(dict.fromkeys(s for v in sources.values() for s in v.split("+"))),
+        "sources": sources,
+    }
+    if q.kind != "timeseries" or q.group_by:
+        meta.update(order_by=f"{q.order_by}:{'desc' if q.descending else 'asc'}", limit=q.limit, offset=q.offset)
+    meta.update(extra)
+    return meta
+
+
+class StatsService:
+    def __init__(self, pool: AsyncConnectionPool, cache: TTLCache) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.ready = ReadyRollups()
+
+    async def answer(self, q: StatsQuery) -> Answer:
+        key = q.cache_key()
+        hit = self.cache.get(key)
+        if hit is not None:
+            return Answer(hit, True)
+        async with connection(self.pool) as conn:
+            async with conn.transaction():
+                await begin_read(conn)
+                ready = await self.ready.get(conn)
+                body = await self._run(conn, q, ready)
+        self.cache.put(key, body)
+        return Answer(body, False)
+
+    async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None) -> tuple[str, int, Plan]:
+        p = plan(q, ready)
+        b = Builder(q)
+        cur = await conn.execute(b.statement(p, groups), b.params)
+        text, n = await cur.fetchone()
+        return text, n, p
+
+    async def _run(self, conn, q: StatsQuery, ready: set[str]) -> bytes:
+        if q.kind == "timeseries":
+            groups = None
+            if q.group_by and (q.limit is not None or q.offset):
+                ranking = replace(q, kind="breakdown", edges=())
+                text, total, _ = await self._rows(conn, ranking, ready)
+                groups = [tuple(r[d] for d in q.group_by) for r in json.loads(text)]
+                results, n, p = await self._rows(conn, q, ready, groups)
+                meta = _meta(q, p, buckets=len(q.edges), total_groups=total)
+            else:
+                results, n, p = await self._rows(conn, q, ready)
+                meta = _meta(q, p, buckets=len(q.edges))
+        elif q.kind == "breakdown":
+            results, total, p = await self._rows(conn, q, ready)
+            meta = _meta(q, p, total_groups=total)
+        else:
+            results, total, p = await self._rows(conn, q, ready)
+            meta = _meta(q, p, total_groups=total if q.group_by else None)
+            if q.compare == "previous":
+                span = q.end - q.start
+                prev_q = replace(q, start=q.start - span, end=q.start, compare=None, limit=None, offset=0)
+                prev_text, _, prev_plan = await self._rows(conn, prev_q, ready)
+                results = _attach_previous(q, results, prev_text)
+                meta.update(compare="previous", previous={
+                    "start": iso(prev_q.start, q.tz), "end": iso(prev_q.end, q.tz),
+                    "sources": {m: getattr(prev_plan, KIND_OF_METRIC[m]).label for m in q.metrics}})
+        return b'{"meta":' + json.dumps(meta).encode() + b',"results":' + results.encode() + b"}"
+
+
+def _attach_previous(q: StatsQuery, current: str, previous: str) -> str:
+    """Each current row gets `previous`: the same metrics for the same group one period earlier."""
+    prev_rows = {tuple(r.get(d) for d in q.group_by): r for r in json.loads(previous)}
+    out = []
+    for row in json.loads(current):
+        before = prev_rows.get(tuple(row.get(d) for d in q.group_by))
+        row["previous"] = {m: (before[m] if before else (0 if m in ("events", "unique_sessions") else None))
+                           for m in q.metrics}
+        out.append(row)
+    return json.dumps(out)

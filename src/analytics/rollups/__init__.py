@@ -1,0 +1,19 @@
+"""Pre-aggregated rollups maintained by the service itself (works on the Apache edition).
+
+`install()` registers the ingest hook; `rollup_ddl(schema)` is run by the schema bootstrap.
+The read side only needs `catalog` (what exists) and the readiness kept in `rollup_meta`.
+"""
+from __future__ import annotations
+
+from .ddl import rollup_ddl
+from .maintain import ingest_statements
+
+
+def install() -> None:
+    """Fold every newly stored event into the rollups, in the same statement that stores it."""
+    from ..ingestion.repository import register_insert_hook
+
+    register_insert_hook(ingest_statements)
+
+
+__all__ = ["install", "rollup_ddl"]

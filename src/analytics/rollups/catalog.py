@@ -1,0 +1,73 @@
+"""Which rollups exist: one place that both the write side (hooks, rebuild) and the read side
+(the planner) consult.
+
+Three kinds of rollup table, each for a *family* (a set of dimensions) at a few UTC grains:
+
+- `agg`: events, sum and count of duration per (bucket, is_bot, dims). Summable.
+- `dur`: a histogram of the integer duration per (bucket, is_bot, dims, duration): exact
+  median / p95 by walking cumulative counts. Summable.
+- `ses`: first-seen counts for exact unique sessions (human events only). A row
+  (bucket, dims, prev, n) says: n sessions had an event with these dims in `bucket` and their
+  previous bucket with such an event was `prev` (-infinity if none). Sessions distinct over
+  [a, b) for any grain-aligned a, b = sum(n) over buckets in [a, b) with prev < a.
+
+Families are narrow on purpose: one table with every dimension at 1 hour is about as large as
+the raw events (measured: 3.9M rows for 10M events over 90 days), so each family carries the
+dimensions a dashboard combines, at the grains where it stays >= ~10x smaller than raw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# API dimension name -> events column
+DIMENSIONS: dict[str, str] = {
+    "page": "page", "os": "os", "browser": "browser", "device": "device", "referrer": "referrer_host",
+}
+
+MINUTE, QUARTER, HOUR, DAY = 60, 900, 3600, 86400
+GRAIN_LABELS = {MINUTE: "1m", QUARTER: "15m", HOUR: "1h", DAY: "1d"}
+SES_BASE = QUARTER  # session entries are kept at 15 minutes; session grains are multiples of it
+
+
+@dataclass(frozen=True)
+class Family:
+    kind: str                 # 'agg' | 'dur' | 'ses'
+    name: str
+    dims: tuple[str, ...]     # API dimension names
+    grains: tuple[int, ...]   # seconds, ascending; each divides the next
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(DIMENSIONS[d] for d in self.dims)
+
+    def table(self, grain: int) -> str:
+        return f"rollup_{self.kind}_{self.name}_{GRAIN_LABELS[grain]}"
+
+    def tables(self) -> list[tuple[int, str]]:
+        return [(g, self.table(g)) for g in self.grains]
+
+
+FAMILIES: tuple[Family, ...] = (
+    # additive
+    Family("agg", "total", (), (MINUTE, QUARTER, HOUR, DAY)),
+    Family("agg", "tech", ("os", "browser", "device"), (QUARTER, HOUR, DAY)),
+    Family("agg", "page", ("page",), (HOUR, DAY)),
+    Family("agg", "reftech", ("referrer", "os", "browser", "device"), (HOUR, DAY)),
+    Family("agg", "pageos", ("page", "os"), (DAY,)),
+    Family("agg", "pagetech", ("page", "os", "browser", "device"), (DAY,)),
+    Family("agg", "pageref", ("page", "referrer"), (DAY,)),
+    Family("agg", "all", ("page", "os", "browser", "device", "referrer"), (DAY,)),
+    # duration histograms (percentiles)
+    Family("dur", "total", (), (HOUR, DAY)),
+    # first-seen session counts (unique sessions)
+    Family("ses", "total", (), (QUARTER, HOUR, DAY)),
+    Family("ses", "page", ("page",), (HOUR, DAY)),
+    Family("ses", "referrer", ("referrer",), (HOUR, DAY)),
+    Family("ses", "os", ("os",), (DAY,)),
+    Family("ses", "browser", ("browser",), (DAY,)),
+    Family("ses", "device", ("device",), (DAY,)),
+)
+
+
+def families(kind: str) -> list[Family]:
+    return [f for f in FAMILIES if f.kind == kind]

@@ -1,0 +1,75 @@
+"""Rollup maintenance at ingest and at rebuild: the same SQL, fed from different relations.
+
+At ingest the source is `ins`, the rows the events INSERT actually stored (duplicates
+excluded), inside the same statement and transaction. Each upsert feeds its rows in key order,
+so concurrent writers lock rollup rows in the same order and cannot deadlock on them.
+"""
+from __future__ import annotations
+
+from functools import cache
+
+from psycopg import sql
+
+from .catalog import Family, families
+from .sessions import entries_from, upsert_state_sql
+
+
+def _cols(fam: Family) -> list[sql.Identifier]:
+    return [sql.Identifier(c) for c in fam.columns]
+
+
+def _prefixed(idents: list[sql.Identifier]) -> sql.Composable:
+    return sql.SQL("").join(sql.SQL(", {}").format(i) for i in idents)
+
+
+def agg_upsert(fam: Family, grain: int, source: str, *, where: sql.Composable = sql.SQL("TRUE"),
+               additive: bool = True) -> sql.Composable:
+    """Aggregate events-shaped `source` into fam's table at `grain`.
+
+    `source` has either raw columns (time, duration) or, when it is a finer rollup table of the
+    same family, (bucket, events, dur_sum, dur_n); `additive` adds to existing rows.
+    """
+    cols = _prefixed(_cols(fam))
+    from_rollup = source.startswith("rollup_")
+    t = sql.SQL("bucket") if from_rollup else sql.SQL("time")
+    if fam.kind == "agg":
+        values = (sql.SQL("sum(events), sum(dur_sum), sum(dur_n)") if from_rollup else
+                  sql.SQL("count(*), coalesce(sum(duration), 0), count(duration)"))
+        names = sql.SQL("events, dur_sum, dur_n")
+        key = sql.SQL("")
+        update = sql.SQL("events = r.events + excluded.events, dur_sum = r.dur_sum + excluded.dur_sum, "
+                         "dur_n = r.dur_n + excluded.dur_n")
+        extra_where = sql.SQL("")
+    else:  # dur
+        values = sql.SQL("sum(n)") if from_rollup else sql.SQL("count(*)")
+        names = sql.SQL("n")
+        key = sql.SQL(", duration")
+        update = sql.SQL("n = r.n + excluded.n")
+        extra_where = sql.SQL("" if from_rollup else " AND duration IS NOT NULL")
+    conflict = (sql.SQL("ON CONFLICT (bucket, is_bot{cols}{key}) DO UPDATE SET {update}").format(
+        cols=cols, key=key, update=update) if additive else sql.SQL(""))
+    return sql.SQL("""INSERT INTO {table} AS r (bucket, is_bot{cols}{key}, {names})
+        SELECT time_bucket({width}::interval, {t}), is_bot{cols}{key}, {values}
+        FROM {source} WHERE ({where}){extra_where}
+        GROUP BY 1, 2{cols}{key}
+        ORDER BY 1, 2{cols}{key}
+        {conflict}""").format(
+        table=sql.Identifier(fam.table(grain)), cols=cols, key=key, names=names,
+        width=sql.Literal(f"{grain} seconds"), t=t, values=values, source=sql.Identifier(source),
+        where=where, extra_where=extra_where, conflict=conflict)
+
+
+@cache
+def _ingest_statements() -> tuple[sql.Composable, ...]:
+    out = []
+    for kind in ("agg", "dur"):
+        for fam in families(kind):
+            for g in fam.grains:
+                out.append(agg_upsert(fam, g, "ins"))
+    out.append(upsert_state_sql(entries_from("ins"), replace=False))
+    return tuple(out)
+
+
+def ingest_statements() -> list[sql.Composable]:
+    """Data-modifying CTE bodies that fold the just-inserted rows (`ins`) into every rollup."""
+    return list(_ingest_statements())

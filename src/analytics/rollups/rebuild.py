@@ -1,0 +1,127 @@
+"""Recompute rollups from the raw events: everything, or the UTC days covering [start, end).
+
+Use after a bulk load straight into `events`, a repair, or a change of the rollup catalog.
+Runs in one transaction holding a SHARE lock on events: readers go on, writers wait (the
+service's writer queues and retries), so no event can slip between the scan and the commit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+from psycopg import sql
+
+from .catalog import families
+from .ddl import META_TABLE, all_tables
+from .maintain import agg_upsert
+from .sessions import STATE_TABLE, entries_from, upsert_state_sql
+
+log = logging.getLogger("analytics.rollups")
+
+
+@dataclass
+class RebuildReport:
+    start: datetime | None
+    end: datetime | None
+    seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+
+
+def _day_floor(t: datetime) -> datetime:
+    t = t.astimezone(timezone.utc)
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceil(t: datetime) -> datetime:
+    f = _day_floor(t)
+    return f if f == t else f + timedelta(days=1)
+
+
+def _range(col: str, start: datetime | None, end: datetime | None) -> sql.Composable:
+    if start is None:
+        return sql.SQL("TRUE")
+    return sql.SQL("{c} >= {a} AND {c} < {b}").format(c=sql.Identifier(col), a=sql.Literal(start),
+                                                      b=sql.Literal(end))
+
+
+def _additive(conn: psycopg.Connection, start: datetime | None, end: datetime | None) -> None:
+    for kind in ("agg", "dur"):
+        for fam in families(kind):
+            finer = None
+            for g, table in fam.tables():
+                if start is not None:
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+                        sql.Identifier(table), _range("bucket", start, end)))
+                if finer is None:
+                    stmt = agg_upsert(fam, g, "events", where=_range("time", start, end), additive=False)
+                else:
+                    stmt = agg_upsert(fam, g, finer, where=_range("bucket", start, end), additive=False)
+                conn.execute(stmt)
+                finer = table
+
+
+def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | None) -> None:
+    if start is None:
+        conn.execute(upsert_state_sql(entries_from("events"), replace=True))
+        return
+    # Sessions with an event in the range now, or with state in the range from before.
+    lo, hi = int(start.timestamp()) // 900, int(end.timestamp()) // 900
+    conn.execute("CREATE TEMP TABLE rebuild_sessions (session_id text PRIMARY KEY) ON COMMIT DROP")
+    conn.execute(sql.SQL("""INSERT INTO rebuild_sessions
+        SELECT session_id FROM events WHERE {r} AND NOT is_bot AND session_id IS NOT NULL
+        UNION
+        SELECT session_id FROM {state}
+        WHERE EXISTS (SELECT 1 FROM unnest(entries) e WHERE (e).b >= %s AND (e).b < %s)""").format(
+        r=_range("time", start, end), state=sql.Identifier(STATE_TABLE)), (lo, hi))
+    conn.execute("ANALYZE rebuild_sessions")
+    conn.execute(upsert_state_sql(entries_from(
+        "events", "session_id IN (SELECT session_id FROM rebuild_sessions)"), replace=True))
+    # Sessions left without any human event lose their state (the delete trigger takes them out).
+    conn.execute(sql.SQL("""DELETE FROM {state} s USING rebuild_sessions r
+        WHERE s.session_id = r.session_id AND NOT EXISTS (
+            SELECT 1 FROM events e WHERE e.session_id = r.session_id AND NOT e.is_bot)""").format(
+        state=sql.Identifier(STATE_TABLE)))
+
+
+def rebuild(conn: psycopg.Connection, start: datetime | None = None,
+            end: datetime | None = None) -> RebuildReport:
+    """Rebuild every rollup (start=end=None) or the UTC days covering [start, end)."""
+    if (start is None) != (end is None):
+        raise ValueError("give both start and end, or neither")
+    if start is not None:
+        start, end = _day_floor(start), _day_ceil(end)
+        if end <= start:
+            raise ValueError("end must be after start")
+    report = RebuildReport(start, end)
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute("SET LOCAL jit = off")
+        conn.execute("LOCK TABLE events IN SHARE MODE")
+        if start is None:
+            conn.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in [STATE_TABLE, *all_tables()])))
+        _additive(conn, start, end)
+        _sessions(conn, start, end)
+        conn.execute(sql.SQL("""INSERT INTO {meta} (name, ready, rebuilt_at)
+            SELECT t, true, now() FROM unnest(%s::text[]) AS t
+            ON CONFLICT (name) DO UPDATE SET ready = true, rebuilt_at = now()""").format(
+            meta=sql.Identifier(META_TABLE)), (all_tables(),))
+    conn.execute("ANALYZE " + ", ".join([STATE_TABLE, *all_tables()]))
+    conn.commit()
+    report.seconds = time.perf_counter() - t0
+    report.rows = table_rows(conn)
+    (report.events,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.commit()
+    return report
+
+
+def table_rows(conn: psycopg.Connection) -> dict[str, int]:
+    out = {}
+    for t in [STATE_TABLE, *all_tables()]:
+        (out[t],) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()
+    return out
+
