@@ -52,7 +52,8 @@ class Server:
     """The service as production runs it (gunicorn + uvicorn workers), on a free port."""
 
     def __init__(self, database_url: str, schema: str, *, workers: int = 1,
-                 env: dict | None = None, log_path: Path | None = None) -> None:
+                 env: dict | None = None, log_path: Path | None = None, app: str = "main:app") -> None:
+        self.app = app  # the WSGI/ASGI target gunicorn loads (the benchmarks run other apps)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": schema,
@@ -64,7 +65,7 @@ class Server:
     def start(self, wait_ready: bool = True, timeout: float = 60) -> "Server":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "boot" / "gunicorn.conf.py"), "main:app"],
+            [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "boot" / "gunicorn.conf.py"), self.app],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait_ready:
             self.wait_ready(timeout)

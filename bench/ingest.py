@@ -1,0 +1,362 @@
+"""Ingestion benchmark: `python -m bench ingest` (or `make bench`). About 2 minutes.
+
+In its own schema of the real database (dropped at the end), with the service started by its
+production command (gunicorn + 2 uvicorn workers, default settings, access log on) and the load
+from wrk in a separate process on loopback, it prints in one run:
+
+  (a)  the limit: rows/s of a direct COPY of the same event rows (1,000-row transactions, as
+       many connections as (b) uses) into the events hypertable, with its indexes;
+  (a') the limit of the service's own write path without HTTP: the same rows through
+       repository.insert_events (COPY + the registered insert hooks, e.g. rollups), in-process;
+  (b)  POST /api/events/batch with 1,000-event batches: events/s, b/a and b/a';
+  (c)  single-event POST /api/events/ at 64 connections: req/s, p50, p99, and the acknowledged
+       events (2xx, ids read from the answers) that are not in the database (must be 0);
+  (d)  the same single-event load against bench/seedlike.py (one INSERT + one COMMIT per
+       request, seed 004's way), started with the same gunicorn command, and c/d.
+
+wrk comes from Debian (`apt-get install -y wrk`); run as root, the bench installs it itself.
+Options: --seconds N (duration of (c) and (d), default 15), --keep (do not drop the schema).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+import psycopg  # noqa: E402
+
+from support import Server, database_url, drop_schema, new_schema_name  # noqa: E402
+
+# The event mix, shared by the Lua load scripts and the rows of (a): one source of truth.
+USER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+]
+PAGES = ["/", "/about", "/pricing", "/blog/one", "/blog/two", "/contact", "/docs", "/signup"]
+REFERRERS = ["https://www.google.com/search", "https://news.ycombinator.com/", "", "https://t.co/x"]
+
+
+def event_body(n: int, prefix: str) -> dict:
+    """Event number n of a stream; the Lua scripts build the same JSON."""
+    return {"id": f"{prefix}-0000-4000-8000-{n:012x}", "page": PAGES[n % len(PAGES)],
+            "user_agent": USER_AGENTS[n % len(USER_AGENTS)], "ip_address": f"10.0.{n % 200}.{n % 250}",
+            "referrer": REFERRERS[n % len(REFERRERS)], "session_id": f"s{n % 5000}", "duration": n % 120}
+
+
+_LUA_COMMON = r"""
+local counter = 0
+local prefix
+local pages = {%(pages)s}
+local uas = {%(uas)s}
+local refs = {%(refs)s}
+local acks
+local function event(n)
+  return string.format('{"id":"%%s-0000-4000-8000-%%012x","page":"%%s","user_agent":"%%s","ip_address":"10.0.%%d.%%d","referrer":"%%s","session_id":"s%%d","duration":%%d}',
+    prefix, n, pages[n %% #pages + 1], uas[n %% #uas + 1], n %% 200, n %% 250, refs[n %% #refs + 1], n %% 5000, n %% 120)
+end
+local threads_made = 0
+function setup(thread)
+  threads_made = threads_made + 1
+  thread:set("thread_no", threads_made)  -- a global in that thread's own Lua state
+end
+function init(args)
+  local no = thread_no or 0
+  math.randomseed(os.time() * 1000 + no)
+  prefix = string.format("%%08x", math.random(0, 0x7fffffff))
+  acks = io.open("%(ackdir)s/acks-" .. no .. "-" .. prefix .. ".txt", "w")
+end
+wrk.method = "POST"
+"""
+
+_LUA_SINGLE = _LUA_COMMON + r"""
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, event(counter))
+end
+function response(status, headers, body)
+  if status >= 200 and status < 300 then
+    local id = string.match(body, '"id": ?"([%%x%%-]+)"')
+    acks:write(id or "?", "\n")
+  end
+end
+"""
+
+_LUA_BATCH = _LUA_COMMON + r"""
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  local parts = {}
+  for i = 1, %(batch)d do
+    counter = counter + 1
+    parts[i] = event(counter)
+  end
+  return wrk.format(nil, nil, nil, "[" .. table.concat(parts, ",") .. "]")
+end
+"""
+
+
+def _lua_list(items: list[str]) -> str:
+    return ", ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items)
+
+
+def write_lua(path: Path, template: str, ackdir: Path, batch: int = 1000) -> Path:
+    path.write_text(template % {"pages": _lua_list(PAGES), "uas": _lua_list(USER_AGENTS),
+                                "refs": _lua_list(REFERRERS), "ackdir": str(ackdir), "batch": batch})
+    return path
+
+
+# -- wrk -----------------------------------------------------------------------------------------
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("[bench] installing wrk from Debian (apt-get install -y wrk) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=300,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, check=False, timeout=300,
+                       stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is required: install it with `apt-get install -y wrk` (Debian/Ubuntu)")
+    return found
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: float, threads: int = 2) -> dict:
+    out = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+                          "--timeout", "10s", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    res = {"raw": out}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    res["seconds"] = _ms(m.group(2) + m.group(3)) / 1000 if m else seconds
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}"] = _ms(m.group(1)) if m else float("nan")
+    res["ok"] = res["requests"] - res["non2xx"]
+    res["rate"] = res["ok"] / res["seconds"] if res["seconds"] else 0.0
+    return res
+
+
+# -- (a) direct COPY and (a') the service's write path, in-process ----------------------------------
+
+def make_records(n: int):
+    """The same rows the service stores for event_body(...), enriched by the service's Enricher."""
+    from analytics.ingestion.enrich import UserAgentCache
+    from analytics.ingestion.pipeline import Enricher
+    from analytics.ingestion.schemas import EventCreateSchema
+
+    enricher = Enricher(UserAgentCache(1000), max_age=timedelta(days=7), max_skew=timedelta(seconds=60))
+    now = datetime.now(timezone.utc)
+    return [enricher.to_record(EventCreateSchema.model_validate(event_body(i, "00000000")), now)
+            for i in range(n)]
+
+
+async def copy_rate(url: str, schema: str, records, *, via_service: bool, connections: int,
+                    seconds: float, batch: int = 1000) -> float:
+    """Rows/s over `seconds` with `connections` concurrent 1000-row transactions."""
+    from psycopg import sql
+
+    from analytics.ingestion.pipeline import COLUMNS
+    from analytics.ingestion.repository import insert_events
+
+    copy_stmt = sql.SQL("COPY events ({}) FROM STDIN").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS))
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await conn.execute("SELECT set_config('search_path', %s, false)", (f"{schema}, public",))
+            await conn.commit()
+            i = 0
+            while time.monotonic() < deadline:
+                rows = [r._replace(id=uuid.uuid4()) for r in records[i:i + batch]]
+                i = (i + batch) % len(records)
+                async with conn.transaction():
+                    if via_service:
+                        await insert_events(conn, rows)
+                    else:
+                        async with conn.cursor().copy(copy_stmt) as cp:
+                            for r in rows:
+                                await cp.write_row(r)
+                done += len(rows)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return done / (time.monotonic() - t0)
+
+
+def register_service_hooks() -> int:
+    """The insert hooks the service registers at startup, registered here too."""
+    from analytics.ingestion.repository import hook_count
+    try:
+        from analytics import rollups
+    except ImportError:
+        return hook_count()
+    install = getattr(rollups, "install", None)
+    if install is not None:
+        install()
+    return hook_count()
+
+
+# -- verification --------------------------------------------------------------------------------
+
+def read_acks(ackdir: Path) -> list[str]:
+    ids: list[str] = []
+    for f in ackdir.glob("acks-*.txt"):
+        ids += [ln for ln in f.read_text().split("\n") if ln]
+        f.unlink()
+    return ids
+
+
+def missing_ids(url: str, schema: str, ids: list[str]) -> int:
+    """How many acknowledged ids are not stored (an unreadable id counts as missing)."""
+    good = [i for i in ids if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", i)]
+    if not good:
+        return len(ids)
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{schema}, public",))
+        conn.execute("CREATE TEMP TABLE acked (id uuid)")
+        with conn.cursor().copy("COPY acked (id) FROM STDIN") as cp:
+            for i in good:
+                cp.write_row((i,))
+        (n,) = conn.execute("SELECT count(*) FROM acked a WHERE NOT EXISTS "
+                            "(SELECT 1 FROM events e WHERE e.id = a.id)").fetchone()
+    return n + len(ids) - len(good)
+
+
+def count_events(url: str, schema: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute(f'SELECT count(*) FROM "{schema}".events').fetchone()[0]
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench ingest")
+    ap.add_argument("--seconds", type=float, default=15.0, help="duration of (c) and (d)")
+    ap.add_argument("--keep", action="store_true", help="keep the benchmark schema")
+    args = ap.parse_args(argv)
+
+    wrk = ensure_wrk()
+    url = database_url()
+    schema = new_schema_name("bench_ingest")
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    ackdir = work / "acks"
+    ackdir.mkdir()
+    single_lua = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
+    batch_lua = write_lua(work / "batch.lua", _LUA_BATCH, ackdir)
+    conns_b = 4
+    out: dict[str, float | int | str] = {}
+    print(f"[bench] ingest: schema {schema}, {os.cpu_count()} cores, wrk {wrk}", flush=True)
+    srv = None
+    try:
+        # The service, production command and default settings (access log on, to a file).
+        srv = Server(url, schema, workers=2, env={"ACCESS_LOG": "true"},
+                     log_path=work / "server.log").start()
+        records = make_records(20_000)
+        hooks = register_service_hooks()
+        out["hooks"] = hooks
+
+        print("[bench] (a) direct COPY ...", flush=True)
+        out["a"] = asyncio.run(copy_rate(url, schema, records, via_service=False,
+                                         connections=conns_b, seconds=8))
+        print("[bench] (a') insert_events in-process ...", flush=True)
+        out["a2"] = asyncio.run(copy_rate(url, schema, records, via_service=True,
+                                          connections=conns_b, seconds=8))
+
+        print("[bench] (b) batch endpoint ...", flush=True)
+        before = count_events(url, schema)
+        b = run_wrk(wrk, srv.url + "/api/events/batch", batch_lua, conns_b, 10)
+        stored_b = count_events(url, schema) - before
+        out["b"] = b["ok"] * 1000 / b["seconds"]
+        out["b_p50"], out["b_p99"] = b["p50"], b["p99"]
+        out["b_stored_ok"] = "yes" if stored_b == b["ok"] * 1000 else f"NO ({stored_b} stored)"
+        read_acks(ackdir)
+
+        print("[bench] (c) single-event POST, 64 connections ...", flush=True)
+        c = run_wrk(wrk, srv.url + "/api/events/", single_lua, 64, args.seconds)
+        acks = read_acks(ackdir)
+        out.update(c=c["rate"], c_p50=c["p50"], c_p99=c["p99"], c_non2xx=c["non2xx"],
+                   c_acked=len(acks), c_missing=missing_ids(url, schema, acks),
+                   c_errors=c["socket_errors"])
+        srv.stop()
+        srv = None
+
+        print("[bench] (d) one INSERT + one COMMIT per request (bench/seedlike.py) ...", flush=True)
+        base = Server(url, schema, workers=2, app="bench.seedlike:app", log_path=work / "seedlike.log",
+                      env={"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}).start()
+        try:
+            d = run_wrk(wrk, base.url + "/api/events/", single_lua, 64, args.seconds)
+        finally:
+            base.stop()
+        read_acks(ackdir)
+        out.update(d=d["rate"], d_p50=d["p50"], d_p99=d["p99"], d_non2xx=d["non2xx"],
+                   d_errors=d["socket_errors"])
+    finally:
+        if srv is not None:
+            srv.stop()
+        if not args.keep:
+            drop_schema(url, schema)
+        shutil.rmtree(work, ignore_errors=True)
+
+    report(out)
+    # Speed targets are reported (noisy shared machine); lost or unstored events fail the run.
+    return 0 if out["c_missing"] == 0 and out["b_stored_ok"] == "yes" else 1
+
+
+def report(o: dict) -> None:
+    def mark(good: bool) -> str:
+        return "ok" if good else "MISSED"
+
+    ba, ba2, cd = o["b"] / o["a"], o["b"] / o["a2"], o["c"] / o["d"]
+    print()
+    print("== ingest benchmark (same run, same machine; ratios are the figures to compare) ==")
+    print(f"(a)  direct COPY into events (1,000-row txns, 4 conns)     {o['a']:>10,.0f} rows/s")
+    print(f"(a') insert_events in-process (COPY + {o['hooks']} insert hook(s))  {o['a2']:>10,.0f} rows/s")
+    print(f"(b)  POST /api/events/batch, 1,000/batch, 4 conns          {o['b']:>10,.0f} events/s"
+          f"   p50 {o['b_p50']:.0f} ms, p99 {o['b_p99']:.0f} ms; all stored: {o['b_stored_ok']}")
+    print(f"     b/a  = {ba:.2f}  (target >= 0.5: {mark(ba >= 0.5)})")
+    print(f"     b/a' = {ba2:.2f}  (HTTP + JSON + validation overhead on the same write path)")
+    print(f"(c)  POST /api/events/ (group commit), 64 conns              {o['c']:>10,.0f} req/s"
+          f"   p50 {o['c_p50']:.1f} ms, p99 {o['c_p99']:.1f} ms  (target >= 1,600 req/s: "
+          f"{mark(o['c'] >= 1600)}, p99 <= 100 ms: {mark(o['c_p99'] <= 100)})")
+    print(f"     acknowledged {o['c_acked']:,}, not in the database: {o['c_missing']}"
+          f" ({mark(o['c_missing'] == 0)}); non-2xx {o['c_non2xx']}"
+          + (f"; socket errors: {o['c_errors']}" if o["c_errors"] else ""))
+    print(f"(d)  one INSERT + COMMIT per request (seed 004 way), 64 conns {o['d']:>7,.0f} req/s"
+          f"   p50 {o['d_p50']:.1f} ms, p99 {o['d_p99']:.1f} ms; non-2xx {o['d_non2xx']}"
+          + (f"; socket errors: {o['d_errors']}" if o["d_errors"] else ""))
+    print(f"     c/d  = {cd:.2f}  (target >= 3: {mark(cd >= 3)})")
