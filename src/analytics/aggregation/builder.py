@@ -162,13 +162,15 @@ class Builder:
             items.append(_ALL("{}, {}").format(sql.Literal(m), col))
         return _ALL("json_build_object({})").format(_ALL(", ").join(items))
 
-    def _ranked(self, body: sql.Composable) -> sql.Composable:
+    def _gorder(self, alias: str) -> sql.Composable:
+        """', a.page COLLATE "C", ...': byte order, the same on every database collation."""
+        return _ALL("").join(_ALL(', {}.{} COLLATE "C"').format(_ALL(alias), g) for g in self.g)
+
+    def _ranked(self) -> sql.Composable:
         q = self.q
         direction = _ALL("DESC" if q.descending else "ASC")
         order = _ALL("m.{} {} NULLS LAST").format(sql.Identifier(q.order_by), direction)
-        for g in self.g:
-            order = order + _ALL(", m.") + g
-        return _ALL("row_number() OVER (ORDER BY {})").format(order)
+        return _ALL("row_number() OVER (ORDER BY {}{})").format(order, self._gorder("m"))
 
     def timeseries(self, plan: Plan, groups: list[tuple] | None = None) -> sql.Composable:
         """Zero-filled rows: every bucket, and for each group present (or the given groups) every bucket."""
@@ -179,7 +181,7 @@ class Builder:
         elif groups is None:
             grid = _ALL("SELECT b{g}, 0 AS rank FROM generate_series(1, {n}) AS b CROSS JOIN (SELECT DISTINCT {gl} FROM m) gr").format(
                 g=self._gnames("gr"), n=n, gl=_ALL(", ").join(self.g))
-            order = _ALL("grid.b") + self._gnames("grid")
+            order = _ALL("grid.b") + self._gorder("grid")
         else:
             arrays = [self.param([k[i] for k in groups], "text[]") for i in range(len(self.g))]
             grid = _ALL("""SELECT b{g}, gr.rank FROM generate_series(1, {n}) AS b
@@ -204,7 +206,7 @@ class Builder:
                     WHERE rn > {lo} AND ({hi} IS NULL OR rn <= {hi})), '[]')::text,
                    (SELECT count(*) FROM m)""").format(
             merged=self._merged(plan), row=self._row_json("m", bucket=False, zero_fill=False),
-            rank=self._ranked(_ALL("")), lo=lo, hi=hi)
+            rank=self._ranked(), lo=lo, hi=hi)
 
     def single(self, plan: Plan) -> sql.Composable:
         """Totals without groups: exactly one row, zeros when nothing matched."""

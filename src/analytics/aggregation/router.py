@@ -14,9 +14,6 @@ from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
 router = APIRouter()
 
-_STR_LIST = Query(default=[], max_length=100)
-
-
 class StatsParams:
     """The parameters shared by all three endpoints (FastAPI types and documents them)."""
 

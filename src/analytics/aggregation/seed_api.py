@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg.rows import dict_row
@@ -37,6 +37,7 @@ async def read_events(
     request: Request,
     duration: str = Query(default="1 day", description="Bucket width, e.g. '1 hour', '1 day', '1 week'"),
     pages: Optional[List[str]] = Query(default=None, description="Pages to include; repeatable"),
+    source: Literal["auto", "raw"] = Query(default="auto", include_in_schema=False),
 ):
     try:
         interval = parse_bounded(duration)
@@ -49,7 +50,7 @@ async def read_events(
         raise validation_error("pages", "a page is longer than 2048 characters")
     if any("\x00" in p for p in lookup):
         raise validation_error("pages", "a page must not contain NUL characters")
-    return await request.app.state.seed_reader.buckets(interval, lookup)
+    return await request.app.state.seed_reader.buckets(interval, lookup, force_raw=source == "raw")
 
 
 @router.get("/{event_id}/", response_model=EventModel)
