@@ -244,3 +244,34 @@ def test_bootstrap_error_is_logged_and_retried(db_url, tmp_path):
     finally:
         srv.stop()
         drop_schema(db_url, schema)
+
+
+def test_least_privilege_user_with_existing_schema(db_url):
+    """A host's app user may own its schema without the right to create schemas in the database
+    (and the extension is already there): startup must not demand more than it needs."""
+    d = conninfo_to_dict(db_url)
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    schema = new_schema_name("lp")
+    with connect(db_url, "public") as admin:
+        (is_super,) = admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        if not is_super:
+            pytest.skip("needs a superuser to create a role")
+        admin.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        admin.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw_{role}\'')
+        admin.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{role}"')
+        (can_create,) = admin.execute("SELECT has_database_privilege(%s, current_database(), 'CREATE')",
+                                      (role,)).fetchone()
+        assert not can_create
+    try:
+        url = _as_url(db_url, "postgresql://").replace(f"{d.get('user', 'postgres')}@",
+                                                         f"{role}:pw_{role}@", 1)
+        srv = Server(url, schema).start(timeout=30)
+        try:
+            post_and_get(srv.url, "/least-privilege")
+        finally:
+            srv.stop()
+        assert hypertables(db_url, schema) == [(schema, "events", 1)]
+    finally:
+        drop_schema(db_url, schema)
+        with connect(db_url, "public") as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')

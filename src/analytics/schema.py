@@ -33,10 +33,12 @@ class DatabaseInfo:
         return self.license == "timescale"
 
 
-def events_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
+def events_ddl(schema: str, chunk_interval: str, *, create_schema: bool = True) -> list[sql.Composable]:
     s = sql.Identifier(schema)
-    return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+    # CREATE SCHEMA IF NOT EXISTS checks the database-level CREATE privilege before it checks
+    # existence: a least-privilege user that owns an existing schema would fail on it.
+    head = [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s)] if create_schema else []
+    return head + [
         sql.SQL("""
         CREATE TABLE IF NOT EXISTS {}.events (
             id            uuid        NOT NULL,
@@ -81,7 +83,10 @@ async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings,
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        for stmt in events_ddl(settings.db_schema, settings.events_chunk_interval):
+        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (settings.db_schema,))
+        schema_exists = await cur.fetchone() is not None
+        for stmt in events_ddl(settings.db_schema, settings.events_chunk_interval,
+                               create_schema=not schema_exists):
             await conn.execute(stmt)
         for stmt in extra_ddl or []:
             await conn.execute(stmt)
