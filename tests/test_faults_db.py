@@ -208,3 +208,28 @@ def test_silent_network_partition_is_bounded(proxied):
         poll(lambda: c.post("/api/events/", json={"page": "/partition"}), lambda r: r.status_code == 201)
         poll(lambda: c.get("/readyz"), lambda r: r.status_code == 200)
     assert worker_pids(srv) == pids
+
+
+def test_statement_timeout_is_a_query_timeout_not_an_outage(db_url, tmp_path):
+    """The database is up but a statement waits too long (here: a lock held by the test). The
+    answer is a 503 that says so, not 'database unavailable', and /readyz stays 200."""
+    from support import connect
+
+    schema = new_schema_name("stmt")
+    srv = Server(db_url, schema, env={"DB_STATEMENT_TIMEOUT_MS": "1000"}, log_path=tmp_path / "s.log")
+    try:
+        srv.start()
+        with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
+            ev = c.post("/api/events/", json={"page": "/locked"}).json()
+            with connect(db_url, schema) as locker:
+                with locker.transaction():
+                    locker.execute(f'LOCK TABLE "{schema}".events IN ACCESS EXCLUSIVE MODE')
+                    r, elapsed = timed(c.get, f"/api/events/{ev['id']}/")
+                    assert r.status_code == 503, r.text
+                    assert r.json()["error"] == "query_timeout", r.text
+                    assert elapsed < HANG_BOUND_S
+                    assert c.get("/readyz").status_code == 200
+            assert c.get(f"/api/events/{ev['id']}/").status_code == 200
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)

@@ -58,6 +58,8 @@ async def connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncCo
     try:
         async with pool.connection() as conn:
             yield conn
+    except psycopg.errors.QueryCanceled:
+        raise  # up, but the statement took too long: the HTTP layer says so (not an outage)
     except (PoolTimeout, psycopg.OperationalError) as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
