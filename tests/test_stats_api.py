@@ -62,11 +62,13 @@ def _interval(text: str):
     return ("seconds", n * {"minute": 60, "hour": 3600}[unit.rstrip("s")])
 
 
-def expected_timeseries(events, start, end, interval, tz, group_by, metrics, filters, include_bots=False):
+def expected_timeseries(events, start, end, interval, tz, group_by, metrics, filters, include_bots=False,
+                        limit=10):
     iv = _interval(interval)
     sel = ref.select(events, start, end, filters, include_bots)
     buckets = ref.all_buckets(start, end, iv, tz)
-    groups = sorted(ref.grouped(sel, group_by)) if group_by else [()]
+    # Grouped: the top `limit` groups by the first metric over the whole range, in that order.
+    groups = ref.ranked(ref.grouped(sel, group_by), metrics[0], True)[:limit] if group_by else [()]
     per = {}
     for e in sel:
         per.setdefault((ref.bucket_start(e.time, iv, tz), ref.group_key(e, group_by)), []).append(e)
@@ -223,12 +225,20 @@ def test_zero_fill_and_top_groups(stats):
     assert len(rows) == 48 and body["meta"]["buckets"] == 48
     empty = [r for r in rows if r["events"] == 0]
     assert len(empty) >= 40 and all(r["unique_sessions"] == 0 and r["avg_duration"] is None for r in empty)
-    # Grouped: each group present in the range gets every bucket.
+    # Grouped: each group present in the range gets every bucket (top 10 by default, all on request).
     body = get(client, "timeseries", interval="1 hour", start=_z(start), end=_z(end), group_by=["page"])
     pages = {r["page"] for r in body["results"]}
     assert len(body["results"]) == 48 * len(pages) and pages
-    # limit/offset on a timeseries pick groups by order_by over the whole range.
+    assert body["meta"]["limit"] == 10 and body["meta"]["total_groups"] == len(pages)
     start, end = WINDOWS[2]
+    body = get(client, "timeseries", interval="1 day", start=_z(start), end=_z(end), group_by=["page", "os"])
+    assert len({(r["page"], r["os"]) for r in body["results"]}) == 10 < body["meta"]["total_groups"]
+    everything = get(client, "timeseries", interval="1 day", start=_z(start), end=_z(end), group_by=["page", "os"],
+                     limit=10000)
+    assert len({(r["page"], r["os"]) for r in everything["results"]}) == body["meta"]["total_groups"]
+    assert_rows(everything["results"], expected_timeseries(events, start, end, "1 day", ZoneInfo("UTC"),
+                                                           ["page", "os"], ["events"], {}, limit=10000))
+    # limit/offset on a timeseries pick groups by order_by over the whole range.
     groups = ref.grouped(ref.select(events, start, end, {}, False), ["page"])
     order = ref.ranked(groups, "events", True)
     body = get(client, "timeseries", interval="1 day", start=_z(start), end=_z(end), group_by=["page"],
@@ -301,6 +311,9 @@ INVALID = [
     ("breakdown", {"group_by": "page", "limit": "ten"}, "limit"),
     ("breakdown", {"group_by": "page", "offset": "-1"}, "offset"),
     ("totals", {"limit": "5"}, "limit"),
+    ("timeseries", {"group_by": ["page", "os"], "interval": "1 minute", "limit": "1000",  # > 200,000 rows
+                    "start": _z(BERLIN_FALL - 3 * DAY), "end": _z(BERLIN_FALL + timedelta(minutes=9900) - 3 * DAY)},
+     "limit"),
     ("totals", {"compare": "next"}, "compare"),
     ("timeseries", {"compare": "previous"}, "compare"),
     ("totals", {"bogus": "1"}, "bogus"),

@@ -22,8 +22,11 @@ def _like_prefix(p: str) -> str:
 
 
 class Builder:
-    def __init__(self, q: StatsQuery) -> None:
+    def __init__(self, q: StatsQuery, groups: list[tuple] | None = None) -> None:
+        """`groups`: restrict the answer to these group keys (a timeseries of the top groups)."""
         self.q = q
+        self.groups = groups
+        self._arrays: list[sql.Composable] | None = None
         self.params: dict[str, object] = {}
         self.g = [sql.Identifier(d) for d in q.group_by]          # output names
         self.bucketed = q.kind == "timeseries"
@@ -67,39 +70,45 @@ class Builder:
                                                          self.param(list(values), "text[]")))
         if bots_column and not self.q.filters.include_bots:
             parts.append(_ALL("NOT is_bot"))
+        if self.groups is not None:
+            cols = _ALL(", ").join(sql.Identifier(DIMENSIONS[d]) for d in self.q.group_by)
+            parts.append(_ALL("({}) IN (SELECT * FROM unnest({}))").format(cols, self._group_arrays()))
         return _ALL(" AND ").join(parts)
 
     # -- metric kinds ---------------------------------------------------------------------
-    def agg(self, src: Source) -> sql.Composable:
-        pieces = []
+    def _pieces(self, src: Source, raw_cols: str, rollup_cols: str, extra_group: str = "",
+                raw_where: str = "") -> list[sql.Composable]:
+        """Per piece: (b, groups, partial aggregates) from the raw events or a rollup table."""
+        out = []
         for p in src.pieces:
-            if p.table is None:
-                pieces.append(_ALL("""SELECT {b} AS b{gsel}, count(*) AS events, sum(duration) AS dur_sum,
-                    count(duration) AS dur_n FROM events WHERE {w} GROUP BY 1{gpos}""").format(
-                    b=self._bucket("time"), gsel=self._gsel(), w=self._where("time", p, bots_column=True),
-                    gpos=self._gpos()))
-            else:
-                pieces.append(_ALL("""SELECT {b} AS b{gsel}, sum(events) AS events, sum(dur_sum) AS dur_sum,
-                    sum(dur_n) AS dur_n FROM {t} WHERE {w} GROUP BY 1{gpos}""").format(
-                    b=self._bucket("bucket"), gsel=self._gsel(), t=sql.Identifier(p.table),
-                    w=self._where("bucket", p, bots_column=True), gpos=self._gpos()))
-        return _ALL("""SELECT b{g}, sum(events)::bigint AS events,
-            (sum(dur_sum)::numeric / nullif(sum(dur_n), 0))::float8 AS avg_duration
-            FROM ({u}) u GROUP BY b{g}""").format(g=self._gnames(), u=_ALL(" UNION ALL ").join(pieces))
+            raw = p.table is None
+            where = self._where("time" if raw else "bucket", p, bots_column=True)
+            if raw and raw_where:
+                where = where + _ALL(" AND " + raw_where)
+            out.append(_ALL("SELECT {b} AS b{gsel}, {cols} FROM {t} WHERE {w} GROUP BY 1{gpos}{extra}").format(
+                b=self._bucket("time" if raw else "bucket"), gsel=self._gsel(),
+                cols=_ALL(raw_cols if raw else rollup_cols),
+                t=sql.Identifier("events" if raw else p.table), w=where, gpos=self._gpos(),
+                extra=_ALL(extra_group)))
+        return out
+
+    def agg(self, src: Source) -> sql.Composable:
+        # avg: exact integer sums divided in float8, identical whichever source summed them.
+        avg = "sum(dur_sum)::float8 / nullif(sum(dur_n), 0)"
+        if len(src.pieces) == 1:  # one level: the piece's own GROUP BY gives the final numbers
+            (p,) = self._pieces(src, "count(*) AS events, sum(duration)::float8 / nullif(count(duration), 0) "
+                                     "AS avg_duration",
+                                f"sum(events)::bigint AS events, {avg} AS avg_duration")
+            return p
+        pieces = self._pieces(src, "count(*) AS events, sum(duration) AS dur_sum, count(duration) AS dur_n",
+                              "sum(events) AS events, sum(dur_sum) AS dur_sum, sum(dur_n) AS dur_n")
+        return _ALL("SELECT b{g}, sum(events)::bigint AS events, {avg} AS avg_duration "
+                    "FROM ({u}) u GROUP BY b{g}").format(g=self._gnames(), avg=_ALL(avg),
+                                                          u=_ALL(" UNION ALL ").join(pieces))
 
     def dur(self, src: Source) -> sql.Composable:
-        pieces = []
-        for p in src.pieces:
-            if p.table is None:
-                pieces.append(_ALL("""SELECT {b} AS b{gsel}, duration AS d, count(*) AS n FROM events
-                    WHERE {w} AND duration IS NOT NULL GROUP BY 1{gpos}, duration""").format(
-                    b=self._bucket("time"), gsel=self._gsel(), w=self._where("time", p, bots_column=True),
-                    gpos=self._gpos()))
-            else:
-                pieces.append(_ALL("""SELECT {b} AS b{gsel}, duration AS d, sum(n) AS n FROM {t}
-                    WHERE {w} GROUP BY 1{gpos}, duration""").format(
-                    b=self._bucket("bucket"), gsel=self._gsel(), t=sql.Identifier(p.table),
-                    w=self._where("bucket", p, bots_column=True), gpos=self._gpos()))
+        pieces = self._pieces(src, "duration AS d, count(*) AS n", "duration AS d, sum(n) AS n",
+                              extra_group=", duration", raw_where="duration IS NOT NULL")
         g = self._gnames()
         # percentile_cont over a histogram: the values at 0-based ranks floor(f*(N-1)) and
         # ceil(f*(N-1)), interpolated as PostgreSQL does.
@@ -149,18 +158,22 @@ class Builder:
         return _ALL("WITH ") + _ALL(",\n").join(ctes)
 
     def _row_json(self, alias: str, *, bucket: bool, zero_fill: bool) -> sql.Composable:
+        """One JSON object per row, concatenated (several times faster than json_build_object)."""
         items = []
         if bucket:
             labels = self.param([iso(t, self.q.tz) for t in self.q.edges], "text[]")
-            items.append(_ALL("'bucket', ({})[{}.b]").format(labels, _ALL(alias)))
+            items.append(_ALL("""'"bucket":"' || ({})[{}.b] || '"'""").format(labels, _ALL(alias)))
         for d in self.q.group_by:
-            items.append(_ALL("{}, {}.{}").format(sql.Literal(d), _ALL(alias), sql.Identifier(d)))
+            items.append(_ALL("{} || to_json({}.{})::text").format(
+                sql.Literal(f'"{d}":'), _ALL(alias), sql.Identifier(d)))
         for m in self.q.metrics:
             col = _ALL("m.{}").format(sql.Identifier(m))
             if zero_fill and m in ("events", "unique_sessions"):
-                col = _ALL("coalesce({}, 0)").format(col)
-            items.append(_ALL("{}, {}").format(sql.Literal(m), col))
-        return _ALL("json_build_object({})").format(_ALL(", ").join(items))
+                col = _ALL("coalesce({}, 0)::text").format(col)
+            else:
+                col = _ALL("coalesce({}::text, 'null')").format(col)
+            items.append(_ALL("{} || {}").format(sql.Literal(f'"{m}":'), col))
+        return _ALL("""'{{' || {} || '}}'""").format(_ALL(" || ',' || ").join(items))
 
     def _gorder(self, alias: str) -> sql.Composable:
         """', a.page COLLATE "C", ...': byte order, the same on every database collation."""
@@ -172,28 +185,26 @@ class Builder:
         order = _ALL("m.{} {} NULLS LAST").format(sql.Identifier(q.order_by), direction)
         return _ALL("row_number() OVER (ORDER BY {}{})").format(order, self._gorder("m"))
 
-    def timeseries(self, plan: Plan, groups: list[tuple] | None = None) -> sql.Composable:
-        """Zero-filled rows: every bucket, and for each group present (or the given groups) every bucket."""
+    def timeseries(self, plan: Plan) -> sql.Composable:
+        """Zero-filled rows: every bucket, and for each group present (or the chosen groups) every bucket."""
         n = self.param(len(self.q.edges), "int")
         if not self.g:
-            grid = _ALL("SELECT b FROM generate_series(1, {}) AS b").format(n)
-            order = _ALL("grid.b")
-        elif groups is None:
-            grid = _ALL("SELECT b{g}, 0 AS rank FROM generate_series(1, {n}) AS b CROSS JOIN (SELECT DISTINCT {gl} FROM m) gr").format(
-                g=self._gnames("gr"), n=n, gl=_ALL(", ").join(self.g))
-            order = _ALL("grid.b") + self._gorder("grid")
+            grid = _ALL("SELECT b, 0 AS rank FROM generate_series(1, {}) AS b").format(n)
+        elif self.groups is None:
+            grid = _ALL("""SELECT b{g}, gr.rank FROM generate_series(1, {n}) AS b CROSS JOIN (
+                SELECT {gl}, row_number() OVER (ORDER BY {go}) AS rank FROM (SELECT DISTINCT {gl} FROM m) d) gr""").format(
+                g=self._gnames("gr"), n=n, gl=_ALL(", ").join(self.g),
+                go=_ALL(", ").join(_ALL('d.{} COLLATE "C"').format(g) for g in self.g))
         else:
-            arrays = [self.param([k[i] for k in groups], "text[]") for i in range(len(self.g))]
             grid = _ALL("""SELECT b{g}, gr.rank FROM generate_series(1, {n}) AS b
                 CROSS JOIN unnest({arrays}) WITH ORDINALITY AS gr({gl}, rank)""").format(
-                g=self._gnames("gr"), n=n, arrays=_ALL(", ").join(arrays), gl=_ALL(", ").join(self.g))
-            order = _ALL("grid.b, grid.rank")
+                g=self._gnames("gr"), n=n, arrays=self._group_arrays(), gl=_ALL(", ").join(self.g))
         return _ALL("""{merged},
             grid AS ({grid})
-            SELECT coalesce(json_agg({row} ORDER BY {order}), '[]')::text, count(*)
+            SELECT coalesce('[' || string_agg({row}, ',' ORDER BY grid.b, grid.rank) || ']', '[]'), count(*)
             FROM grid LEFT JOIN m USING (b{g})""").format(
             merged=self._merged(plan), grid=grid, row=self._row_json("grid", bucket=True, zero_fill=True),
-            order=order, g=self._gnames())
+            g=self._gnames())
 
     def grouped(self, plan: Plan) -> sql.Composable:
         """One row per group, ordered by order_by, paged by limit/offset; plus the group count."""
@@ -201,9 +212,9 @@ class Builder:
         lo = self.param(q.offset, "bigint")
         hi = self.param(None if q.limit is None else q.offset + q.limit, "bigint")
         return _ALL("""{merged}
-            SELECT coalesce((SELECT json_agg(o ORDER BY rn) FROM (
+            SELECT coalesce((SELECT '[' || string_agg(o, ',' ORDER BY rn) || ']' FROM (
                         SELECT {row} AS o, {rank} AS rn FROM m) x
-                    WHERE rn > {lo} AND ({hi} IS NULL OR rn <= {hi})), '[]')::text,
+                    WHERE rn > {lo} AND ({hi} IS NULL OR rn <= {hi})), '[]'),
                    (SELECT count(*) FROM m)""").format(
             merged=self._merged(plan), row=self._row_json("m", bucket=False, zero_fill=False),
             rank=self._ranked(), lo=lo, hi=hi)
@@ -211,12 +222,17 @@ class Builder:
     def single(self, plan: Plan) -> sql.Composable:
         """Totals without groups: exactly one row, zeros when nothing matched."""
         return _ALL("""{merged}
-            SELECT json_build_array({row})::text, 1 FROM (SELECT 1) one LEFT JOIN m ON true""").format(
+            SELECT '[' || {row} || ']', 1 FROM (SELECT 1) one LEFT JOIN m ON true""").format(
             merged=self._merged(plan), row=self._row_json("m", bucket=False, zero_fill=True))
 
-    def statement(self, plan: Plan, groups: list[tuple] | None = None) -> sql.Composable:
+    def _group_arrays(self) -> sql.Composable:
+        if self._arrays is None:
+            self._arrays = [self.param([k[i] for k in self.groups], "text[]") for i in range(len(self.g))]
+        return _ALL(", ").join(self._arrays)
+
+    def statement(self, plan: Plan) -> sql.Composable:
         if self.q.kind == "timeseries":
-            return self.timeseries(plan, groups)
+            return self.timeseries(plan)
         if self.g:
             return self.grouped(plan)
         return self.single(plan)

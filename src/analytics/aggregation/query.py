@@ -24,6 +24,8 @@ DIMENSIONS: tuple[str, ...] = ("page", "os", "browser", "device", "referrer")
 FILTERS: tuple[str, ...] = ("page", "page_prefix", "os", "browser", "device", "referrer")
 DEFAULT_RANGE = timedelta(days=30)
 MAX_FILTER_VALUES = 100
+DEFAULT_GROUPS = 10          # breakdown rows, and series of a grouped timeseries, unless `limit`
+MAX_SERIES_ROWS = 200_000    # buckets x groups of one timeseries answer
 MAX_VALUE_LENGTH = 2048
 _CANON = {"os": {v.lower(): v for v in OS_NAMES}, "device": {v.lower(): v for v in DEVICES}}
 
@@ -163,8 +165,8 @@ def build_query(kind: Kind, *, interval: str | None, start: datetime | None, end
     if compare is not None and kind != "totals":
         raise validation_error("compare", "compare is available on /totals")
     name, desc = _order(order_by, mets)
-    if limit is None and kind == "breakdown":
-        limit = 10
+    if limit is None and (kind == "breakdown" or kind == "timeseries" and groups):
+        limit = DEFAULT_GROUPS
     if (limit is not None or offset) and not groups:
         raise validation_error("limit" if limit is not None else "offset",
                                "limit and offset page through groups; add group_by")

@@ -11,11 +11,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
 from ..rollups.ddl import META_TABLE
+from ..web.errors import validation_error
 from .buckets import iso
 from .builder import Builder
 from .cache import TTLCache
 from .planner import KIND_OF_METRIC, Plan, plan
-from .query import StatsQuery
+from .query import MAX_SERIES_ROWS, StatsQuery
 
 _READY_TTL = 5.0
 
@@ -87,18 +88,21 @@ class StatsService:
 
     async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None) -> tuple[str, int, Plan]:
         p = plan(q, ready)
-        b = Builder(q)
-        cur = await conn.execute(b.statement(p, groups), b.params)
+        b = Builder(q, groups)
+        cur = await conn.execute(b.statement(p), b.params)
         text, n = await cur.fetchone()
         return text, n, p
 
     async def _run(self, conn, q: StatsQuery, ready: set[str]) -> bytes:
         if q.kind == "timeseries":
-            groups = None
-            if q.group_by and (q.limit is not None or q.offset):
+            if q.group_by:
+                # The series of the top `limit` groups (after `offset`) by order_by over the range.
                 ranking = replace(q, kind="breakdown", edges=())
                 text, total, _ = await self._rows(conn, ranking, ready)
                 groups = [tuple(r[d] for d in q.group_by) for r in json.loads(text)]
+                if len(groups) * len(q.edges) > MAX_SERIES_ROWS:
+                    raise validation_error("limit", f"{len(groups)} groups x {len(q.edges)} buckets is more "
+                                                    f"than {MAX_SERIES_ROWS} rows; lower limit or coarsen the interval")
                 results, n, p = await self._rows(conn, q, ready, groups)
                 meta = _meta(q, p, buckets=len(q.edges), total_groups=total)
             else:

@@ -1,0 +1,303 @@
+"""Query benchmark: dashboard questions over HTTP (rollups) vs the raw time_bucket GROUP BY.
+
+    python -m bench query [--events N] [--days D] [--reps R] [--raw-reps R] [--explain] [--keep]
+                          [--reuse] [--db NAME] [--ingest-rows N]
+
+1. A database of its own (default `analytics_bench_query`): N events (default 10,000,000) over
+   D days generated in SQL (bench/querydata.py), written straight into the events table.
+2. Rollups rebuilt with the documented command: `python -m analytics.rollups rebuild`.
+3. The service started by its production command (gunicorn, 2 workers) with the answer cache
+   off (STATS_CACHE_TTL_SECONDS=0): every request below reaches the database.
+4. Each question R times over HTTP (median, p95), then the raw time_bucket GROUP BY for the same
+   question straight over psycopg (no HTTP or JSON cost on that side), in the same run.
+5. The ingest cost of the rollup hooks: a COPY of --ingest-rows rows through insert_events with
+   and without them, in a throwaway schema.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from analytics.config import _database_url  # noqa: E402
+from analytics.aggregation.seed_reader import RAW_SEED_QUERY  # noqa: E402
+from bench import querydata  # noqa: E402
+
+SCHEMA = "bench"
+
+
+def _url_for(db: str) -> str:
+    d = conninfo_to_dict(_database_url())
+    d["dbname"] = db
+    return make_conninfo(**d)
+
+
+def _ensure_database(db: str, reuse: bool) -> bool:
+    """Create the benchmark database; True if it already holds loaded data (with --reuse)."""
+    admin = _url_for("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
+        if exists and reuse:
+            return True
+        if exists:
+            conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db}"')
+    return False
+
+
+def _drop_database(db: str) -> None:
+    with psycopg.connect(_url_for("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _env(url: str, schema: str) -> dict:
+    return {**os.environ, "DATABASE_URL": url, "DB_SCHEMA": schema, "PYTHONPATH": str(ROOT / "src"),
+            "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+
+
+def _bootstrap(url: str, schema: str) -> None:
+    from analytics.config import Settings
+    from analytics.rollups import rollup_ddl
+    from analytics.schema import bootstrap
+
+    os.environ.update(DATABASE_URL=url, DB_SCHEMA=schema)
+
+    async def run():
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await bootstrap(conn, Settings(), rollup_ddl(schema))
+
+    asyncio.run(run())
+
+
+def _load(url: str, events: int, days: int) -> None:
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
+        querydata.load(conn, events, days)
+        conn.commit()
+        conn.execute("ANALYZE events")
+    print(f"loaded {events:,} events over {days} days in SQL: {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def _rebuild(url: str) -> None:
+    t0 = time.perf_counter()
+    print("$ python -m analytics.rollups rebuild", flush=True)
+    subprocess.run([sys.executable, "-m", "analytics.rollups", "rebuild"], env=_env(url, SCHEMA), check=True)
+    print(f"(rebuild wall time {time.perf_counter() - t0:.0f}s)", flush=True)
+
+
+def _questions(end: datetime) -> list[dict]:
+    z = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
+    d30, d7, h24, d90 = (end - timedelta(days=30), end - timedelta(days=7), end - timedelta(hours=24),
+                         end - timedelta(days=90))
+    return [
+        {"name": "30d by 1 day, by page+os", "path": "/api/v1/stats/timeseries",
+         "params": {"interval": "1 day", "start": z(d30), "end": z(end), "group_by": ["page", "os"]},
+         "raw": """SELECT time_bucket('1 day', time) AS bucket, page, os, count(*) FROM events
+                   WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+         "range": (d30, end)},
+        {"name": "7d by 1 hour, by page", "path": "/api/v1/stats/timeseries",
+         "params": {"interval": "1 hour", "start": z(d7), "end": z(end), "group_by": ["page"]},
+         "raw": """SELECT time_bucket('1 hour', time) AS bucket, page, count(*) FROM events
+                   WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1, 2 ORDER BY 1, 2""",
+         "range": (d7, end)},
+        {"name": "24h by 5 minutes, totals", "path": "/api/v1/stats/timeseries",
+         "params": {"interval": "5 minutes", "start": z(h24), "end": z(end)},
+         "raw": """SELECT time_bucket('5 minutes', time) AS bucket, count(*) FROM events
+                   WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1 ORDER BY 1""",
+         "range": (h24, end)},
+        {"name": "top 10 pages 90d, unique sessions", "path": "/api/v1/stats/breakdown",
+         "params": {"group_by": "page", "metrics": ["events", "unique_sessions"], "limit": 10,
+                    "start": z(d90), "end": z(end)},
+         "raw": """SELECT page, count(*), count(DISTINCT session_id) FROM events
+                   WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1 ORDER BY 2 DESC LIMIT 10""",
+         "range": (d90, end)},
+        {"name": "seed GET /api/events/?duration=1 day", "path": "/api/events/",
+         "params": {"duration": "1 day"}, "raw": RAW_SEED_QUERY, "range": None},
+    ]
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(p * (len(xs) - 1))))]
+
+
+def _time_http(client: httpx.Client, q: dict, reps: int) -> tuple[list[float], dict]:
+    r = client.get(q["path"], params=q["params"])  # warm-up (connections, plans); not counted
+    r.raise_for_status()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        r = client.get(q["path"], params=q["params"])
+        out.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+    body = r.json()
+    return out, body
+
+
+def _time_raw(url: str, q: dict, reps: int) -> list[float]:
+    from analytics.aggregation.seed_api import DEFAULT_LOOKUP_PAGES as pages
+
+    args = ({"width": "1 day", "pages": pages} if q["range"] is None else
+            {"s": q["range"][0], "e": q["range"][1]})
+    out = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            conn.execute(q["raw"], args).fetchall()
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def _explain(url: str, q: dict, end: datetime) -> None:
+    """EXPLAIN ANALYZE of the statement the service runs for this question."""
+    from analytics.aggregation.builder import Builder
+    from analytics.aggregation.planner import plan
+    from analytics.aggregation.query import build_query
+
+    if q["path"] == "/api/events/":
+        return
+    p = q["params"]
+    kind = q["path"].rsplit("/", 1)[1]
+    as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+    sq = build_query(kind, interval=p.get("interval"), start=datetime.fromisoformat(p["start"]),
+                     end=datetime.fromisoformat(p["end"]), timezone_name="UTC",
+                     group_by=as_list(p.get("group_by", [])), metrics=as_list(p.get("metrics", [])),
+                     filters={}, include_bots=False, order_by=None, limit=p.get("limit"), offset=0,
+                     compare=None, source="auto", max_buckets=10000)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
+        conn.execute("SET jit = off")
+        ready = {r[0] for r in conn.execute("SELECT name FROM rollup_meta WHERE ready")}
+        pl = plan(sq, ready)
+        b = Builder(sq)
+        stmt = b.statement(pl).as_string(conn)
+        rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS, SUMMARY) " + stmt, b.params).fetchall()
+    print(f"\n--- EXPLAIN ANALYZE: {q['name']} ({pl.agg.label})")
+    for (line,) in rows:
+        print("   " + line)
+
+
+def _ingest_overhead(url: str, rows: int) -> None:
+    """COPY `rows` events through insert_events, without and then with the rollup hooks."""
+    from analytics.ingestion import repository
+    from analytics.ingestion.pipeline import EventRecord
+    from analytics.rollups import ingest_statements
+
+    schema = f"bench_ingest_{uuid.uuid4().hex[:6]}"
+    _bootstrap(url, schema)
+    now = datetime.now(timezone.utc)
+    uas = [querydata.USER_AGENTS[i % 5][0] for i in range(5)]
+    from analytics.ingestion.enrich import classify
+
+    infos = [classify(u) for u in uas]
+    recs = []
+    for i in range(rows):
+        info = infos[i % 5]
+        recs.append(EventRecord(uuid.uuid4(), now - timedelta(seconds=(i * 37) % 86400), f"/p/{i % 300}",
+                                "10.0.0.1", uas[i % 5], "", ["", "google.com"][i % 2], f"s{i // 5}", i % 120,
+                                None, info.os, info.browser, info.device, info.is_bot))
+    saved = list(repository._hooks)
+
+    async def copy(records, hooks: bool) -> float:
+        repository._hooks[:] = [ingest_statements] if hooks else []
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await conn.execute("SELECT set_config('search_path', %s, false)", (f"{schema}, public",))
+            await conn.commit()
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                for i in range(0, len(records), 10_000):
+                    await repository.insert_events(conn, records[i:i + 10_000])
+            return time.perf_counter() - t0
+
+    try:
+        half = rows // 2
+        plain = asyncio.run(copy(recs[:half], False))
+        hooked = asyncio.run(copy(recs[half:], True))
+    finally:
+        repository._hooks[:] = saved
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    print(f"\ningest through insert_events ({half:,} rows each, batches of 10,000, one transaction):")
+    print(f"  without rollup hooks: {plain:6.2f}s  {half / plain:10,.0f} rows/s")
+    print(f"  with rollup hooks:    {hooked:6.2f}s  {half / hooked:10,.0f} rows/s  "
+          f"({hooked / plain:.2f}x the time)")
+
+
+def main(argv: list[str]) -> int:
+    global SCHEMA
+    ap = argparse.ArgumentParser(prog="python -m bench query")
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--reps", type=int, default=20, help="HTTP requests per question")
+    ap.add_argument("--raw-reps", type=int, default=5, help="raw queries per question")
+    ap.add_argument("--db", default="analytics_bench_query")
+    ap.add_argument("--reuse", action="store_true", help="reuse a database loaded by a previous --keep run")
+    ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    ap.add_argument("--schema", default="bench", help=argparse.SUPPRESS)
+    ap.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each statement")
+    ap.add_argument("--ingest-rows", type=int, default=200_000, help="0 to skip the ingest-overhead part")
+    args = ap.parse_args(argv)
+
+    from support import Server
+
+    SCHEMA = args.schema
+    url = _url_for(args.db)
+    loaded = _ensure_database(args.db, args.reuse)
+    try:
+        if not loaded:
+            _bootstrap(url, SCHEMA)
+            _load(url, args.events, args.days)
+            _rebuild(url)
+        with psycopg.connect(url) as conn:
+            conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
+            (n, last) = conn.execute("SELECT count(*), max(time) FROM events").fetchone()
+        end = (last + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        srv = Server(url, SCHEMA, workers=2, env={"STATS_CACHE_TTL_SECONDS": "0", "LOG_LEVEL": "WARNING"},
+                     log_path=Path(f"/tmp/bench-query-{os.getpid()}.log")).start()
+        rows = []
+        try:
+            with httpx.Client(base_url=srv.url, timeout=120) as client:
+                for q in _questions(end):
+                    api, body = _time_http(client, q, args.reps)
+                    raw = _time_raw(url, q, args.raw_reps)
+                    source = body["meta"]["source"] if isinstance(body, dict) else "rollup (seed)"
+                    rows.append((q["name"], api, raw, source))
+                    print(f"  measured: {q['name']}", flush=True)
+        finally:
+            srv.stop()
+        print(f"\nquery benchmark: {n:,} events over {args.days} days; API over HTTP "
+              f"({args.reps} requests, cache off, gunicorn 2 workers) vs raw SQL ({args.raw_reps} runs)")
+        print(f"{'question':38s} {'API med':>8s} {'API p95':>8s} {'raw med':>9s} {'raw p95':>9s} {'ratio':>7s}  source")
+        for name, api, raw, source in rows:
+            am, ap95, rm, rp95 = statistics.median(api), _pct(api, 0.95), statistics.median(raw), _pct(raw, 0.95)
+            print(f"{name:38s} {am:7.1f}ms {ap95:7.1f}ms {rm:8.0f}ms {rp95:8.0f}ms {rm / am:6.0f}x  {source}")
+        if args.explain:
+            for q in _questions(end):
+                _explain(url, q, end)
+        if args.ingest_rows:
+            _ingest_overhead(url, args.ingest_rows)
+    finally:
+        if not args.keep:
+            _drop_database(args.db)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
