@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -19,6 +20,15 @@ def hypertables(db_url: str, schema: str) -> list[tuple]:
             "SELECT hypertable_schema, hypertable_name, num_dimensions "
             "FROM timescaledb_information.hypertables WHERE hypertable_schema = %s",
             (schema,)).fetchall()
+
+
+@contextmanager
+def running(srv: Server, **start_kwargs):
+    """The server, started; stopped afterwards even when it never became ready."""
+    try:
+        yield srv.start(**start_kwargs)
+    finally:
+        srv.stop()
 
 
 def post_and_get(url: str, page: str) -> str:
@@ -65,18 +75,12 @@ def test_columns(db, schema):
 def test_startup_twice_in_turn_keeps_data(db_url):
     schema = new_schema_name("twice")
     try:
-        a = Server(db_url, schema).start()
-        try:
+        with running(Server(db_url, schema)) as a:
             kept = post_and_get(a.url, "/before-restart")
-        finally:
-            a.stop()
-        b = Server(db_url, schema).start()
-        try:
+        with running(Server(db_url, schema)) as b:
             with httpx.Client(base_url=b.url, timeout=30) as c:
                 assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-restart"
             post_and_get(b.url, "/after-restart")
-        finally:
-            b.stop()
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
         with connect(db_url, schema) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
@@ -112,11 +116,8 @@ def test_schema_name_that_needs_quoting(db_url):
     """DB_SCHEMA with capitals and a dash: created, found, and used as named."""
     schema = f"Analytics-{uuid.uuid4().hex[:6].upper()}"
     try:
-        srv = Server(db_url, schema).start()
-        try:
+        with running(Server(db_url, schema)) as srv:
             post_and_get(srv.url, "/quoted")
-        finally:
-            srv.stop()
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
         with connect(db_url, "public") as conn:
             n = conn.execute(f'SELECT count(*) FROM "{schema}".events').fetchone()
@@ -214,11 +215,8 @@ def test_real_server_with_url_form(db_url, form):
     else:
         env = {"DATABASE_URL": _as_url(db_url, form)}
     try:
-        srv = Server(db_url, schema, env=env).start()
-        try:
+        with running(Server(db_url, schema, env=env)) as srv:
             post_and_get(srv.url, f"/form/{form}")
-        finally:
-            srv.stop()
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
     finally:
         drop_schema(db_url, schema)
@@ -265,11 +263,8 @@ def test_least_privilege_user_with_existing_schema(db_url):
     try:
         url = _as_url(db_url, "postgresql://").replace(f"{d.get('user', 'postgres')}@",
                                                          f"{role}:pw_{role}@", 1)
-        srv = Server(url, schema).start(timeout=30)
-        try:
+        with running(Server(url, schema), timeout=30) as srv:
             post_and_get(srv.url, "/least-privilege")
-        finally:
-            srv.stop()
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
     finally:
         drop_schema(db_url, schema)
