@@ -54,48 +54,38 @@ def poll(fn, ok, timeout: float = 60.0, every: float = 0.3):
 
 class FreezableProxy(TcpProxy):
     """Also simulates a network that silently drops traffic (no RST, no FIN): while frozen,
-    nothing is forwarded and new connections are not accepted, so only timeouts can help."""
+    nothing is forwarded, and new connections complete their handshake in the kernel's backlog
+    but are never served, so only timeouts can help."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.frozen = threading.Event()
 
-    def _accept_loop(self) -> None:
-        while not self._stop:
-            if self.frozen.is_set() or not self._up.is_set() or self._listener is None:
-                time.sleep(0.05)  # the kernel backlog completes handshakes; nobody answers
-                continue
-            try:
-                client, _ = self._listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._frozen_pipe, args=(a, b), daemon=True).start()
+    def freeze(self) -> None:
+        self.frozen.set()
+        self._up.clear()  # the accept loop pauses; the listener stays open
 
-    def _frozen_pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                while self.frozen.is_set() and not self._stop:
-                    time.sleep(0.05)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def thaw(self) -> None:
+        self.frozen.clear()
+        self._up.set()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
+        TcpProxy._pipe(src, _Gate(dst, self))
+
+
+class _Gate:
+    """A socket whose sendall waits while the proxy is frozen."""
+
+    def __init__(self, sock: socket.socket, proxy: FreezableProxy) -> None:
+        self.sock, self.proxy = sock, proxy
+
+    def sendall(self, data: bytes) -> None:
+        while self.proxy.frozen.is_set() and not self.proxy._stop:
+            time.sleep(0.05)
+        self.sock.sendall(data)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
 
 
 @pytest.fixture()
@@ -197,14 +187,14 @@ def test_silent_network_partition_is_bounded(proxied):
     with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
         first = c.post("/api/events/", json={"page": "/partition"})
         assert first.status_code == 201
-        proxy.frozen.set()
+        proxy.freeze()
         assert_503_json(*timed(c.post, "/api/events/", json={"page": "/partition"}))
         assert_503_json(*timed(c.get, "/api/events/", params={"pages": "/partition"}))
         assert_503_json(*timed(c.get, f"/api/events/{first.json()['id']}/"))
         ready, elapsed = timed(c.get, "/readyz")
         assert ready.status_code == 503 and elapsed < HANG_BOUND_S
         assert c.get("/healthz").status_code == 200
-        proxy.frozen.clear()
+        proxy.thaw()
         poll(lambda: c.post("/api/events/", json={"page": "/partition"}), lambda r: r.status_code == 201)
         poll(lambda: c.get("/readyz"), lambda r: r.status_code == 200)
     assert worker_pids(srv) == pids
