@@ -49,5 +49,10 @@ test: venv-dev db
 bench: venv-dev db
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Recompute the rollups from raw events: everything, or the UTC days of a range, e.g.
+#   make rollups-rebuild ROLLUP_ARGS="--start 2025-03-01T00:00:00Z --end 2025-03-08T00:00:00Z"
+rollups-rebuild: venv db
+	$(PY) -m analytics.rollups rebuild $(ROLLUP_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
