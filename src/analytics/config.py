@@ -72,6 +72,8 @@ class Settings:
     write_timeout_s: float = field(
         default_factory=lambda: config("WRITE_TIMEOUT_SECONDS", default=10.0, cast=float))
     write_retries: int = field(default_factory=lambda: config("WRITE_RETRIES", default=3, cast=int))
+    write_max_inflight: int = field(
+        default_factory=lambda: config("WRITE_MAX_INFLIGHT", default=2, cast=int))
     max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=10_485_760, cast=int))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))
     batch_max_events: int = field(default_factory=lambda: config("BATCH_MAX_EVENTS", default=1000, cast=int))

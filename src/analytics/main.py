@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    wait_ms=settings.write_batch_wait_ms,
                                    queue_max=settings.write_queue_max,
                                    timeout_s=settings.write_timeout_s,
-                                   retries=settings.write_retries)
+                                   retries=settings.write_retries,
+                                   max_inflight=settings.write_max_inflight)
         state.stats = StatsService(state.pool, TTLCache(settings.stats_cache_ttl_s,
                                                         settings.stats_cache_entries))
         state.seed_reader = SeedReader(state.pool, state.stats.ready)

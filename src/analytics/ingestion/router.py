@@ -7,9 +7,7 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..web.errors import ApiError
-from . import batch as batch_body
-from .pipeline import InvalidEvent
+from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
 from .writer import WriterOverloaded, WriterStopped
 
@@ -31,15 +29,27 @@ def overloaded_response() -> Response:
                     status_code=503, media_type="application/json", headers={"Retry-After": "1"})
 
 
+_EVENT_SCHEMA = EventCreateSchema.model_json_schema()
+
+
+def _rejected(exc: bodies.BodyRejected) -> JSONResponse:
+    return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
+
+
 @router.post("/", response_model=EventModel, status_code=201,
              responses={200: {"description": "Duplicate: this (id, time) was already stored"},
-                        503: {"description": "Database unavailable or writer queue full"}})
-async def create_event(payload: EventCreateSchema, request: Request):
+                        422: {"description": "Invalid body, naming the field"},
+                        503: {"description": "Database unavailable or writer queue full"}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": _EVENT_SCHEMA}}}})
+async def create_event(request: Request):
+    """One event (EventCreateSchema). Answered 201 once committed; 200 with `"duplicate": true`
+    when its (id, time) was already stored."""
     state = request.app.state
     try:
-        record = state.enricher.to_record(payload)
-    except InvalidEvent as exc:
-        raise ApiError(422, exc.field, exc.message, loc_prefix="body") from None
+        record = bodies.parse_event(await request.body(), state.enricher)
+    except bodies.BodyRejected as exc:
+        return _rejected(exc)
     try:
         (new,) = await state.writer.submit([record])
     except (WriterOverloaded, WriterStopped):
@@ -47,9 +57,6 @@ async def create_event(payload: EventCreateSchema, request: Request):
     # DatabaseUnavailable propagates to the 503 handler.
     return Response(_event_json(record, not new), status_code=201 if new else 200,
                     media_type="application/json")
-
-
-_EVENT_REF = {"$ref": "#/components/schemas/EventCreateSchema"}
 
 
 @router.post("/batch", response_model=BatchResult, status_code=201,
@@ -60,8 +67,8 @@ _EVENT_REF = {"$ref": "#/components/schemas/EventCreateSchema"}
                                              "nothing was written"},
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {"type": "array", "items": _EVENT_REF}},
-                 "application/x-ndjson": {"schema": _EVENT_REF}}}})
+                 "application/json": {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
+                 "application/x-ndjson": {"schema": _EVENT_SCHEMA}}}})
 async def create_events_batch(request: Request):
     """A JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`, one event per
     line), each in the shape of the single-event body. All or nothing: any invalid item and
@@ -69,11 +76,11 @@ async def create_events_batch(request: Request):
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
     try:
-        parsed = batch_body.parse_body(await request.body(), request.headers.get("content-type", ""),
+        parsed = bodies.parse_body(await request.body(), request.headers.get("content-type", ""),
                                        state.settings.batch_max_events)
-        records = batch_body.validate(parsed, state.enricher)
-    except batch_body.BatchRejected as exc:
-        return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
+        records = bodies.validate(parsed, state.enricher)
+    except bodies.BodyRejected as exc:
+        return _rejected(exc)
     try:
         flags = await state.writer.submit(records)
     except (WriterOverloaded, WriterStopped):

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import psycopg
@@ -150,6 +151,11 @@ class EventWriter:
     def queue_depth(self) -> int:
         """Events accepted and not yet taken into a flush."""
         return self._queued_events
+
+    def stats_dict(self) -> dict:
+        """This worker's writer counters (for /readyz and the benchmark)."""
+        return {**asdict(self.stats), "last_flush_ms": round(self.stats.last_flush_ms, 2),
+                "available": not self._unavailable, "pid": os.getpid()}
 
     @property
     def available(self) -> bool:

@@ -38,5 +38,5 @@ async def readyz(request: Request):
         return JSONResponse(body, status_code=503)
     info = state.db_info
     body.update(timescaledb=info.timescaledb_version, edition=info.license,
-                writer_queue=state.writer.queue_depth)
+                writer_queue=state.writer.queue_depth, writer=state.writer.stats_dict())
     return body
