@@ -65,15 +65,20 @@ def parse_body(body: bytes, content_type: str, max_events: int) -> ParsedBatch:
     return parsed
 
 
-def _parse_array(body: bytes) -> ParsedBatch:
+def _load_json(body: bytes) -> Any:
+    """The whole body as JSON (strict UTF-8), or a 422 that says where it breaks."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise BodyRejected(422, "validation_error",
-                            [_err(["body"], "the body is not valid UTF-8", "json_invalid")]) from None
+                           [_err(["body"], "the body is not valid UTF-8", "json_invalid")]) from None
     except ValueError as exc:
         msg, extra = _json_error(exc)
         raise BodyRejected(422, "validation_error", [_err(["body"], msg, "json_invalid", **extra)]) from None
+
+
+def _parse_array(body: bytes) -> ParsedBatch:
+    data = _load_json(body)
     if not isinstance(data, list):
         raise BodyRejected(422, "validation_error", [_err(
             ["body"], "expected a JSON array of events (or NDJSON with Content-Type "
@@ -137,14 +142,7 @@ def parse_event(body: bytes, enricher: Enricher) -> EventRecord:
     """The single-event body: one JSON object."""
     if not body.strip():
         raise BodyRejected(422, "validation_error", [_err(["body"], "Field required", "missing")])
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BodyRejected(422, "validation_error",
-                           [_err(["body"], "the body is not valid UTF-8", "json_invalid")]) from None
-    except ValueError as exc:
-        msg, extra = _json_error(exc)
-        raise BodyRejected(422, "validation_error", [_err(["body"], msg, "json_invalid", **extra)]) from None
+    data = _load_json(body)
     record, errors = _check(data, enricher, datetime.now(timezone.utc), ["body"], {})
     if errors:
         raise BodyRejected(422, "validation_error", errors)
