@@ -122,8 +122,8 @@ def _snapshot(conn) -> dict[str, list]:
     for t in tables:
         where = "WHERE n <> 0" if "_ses_" in t else ""  # moved first-seen transitions leave zero rows
         out[t] = [r[0] for r in conn.execute(f'SELECT r::text FROM "{t}" r {where} ORDER BY 1')]
-    out["session_state"] = sorted(
-        (sid, sorted(entries)) for sid, entries in conn.execute("SELECT session_id, entries::text[] FROM session_state"))
+    out["rollup_sessions"] = sorted(
+        (sid, sorted(entries)) for sid, entries in conn.execute("SELECT session_id, entries FROM rollup_sessions"))
     return out
 
 

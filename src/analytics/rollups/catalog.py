@@ -62,10 +62,6 @@ FAMILIES: tuple[Family, ...] = (
     # first-seen session counts (unique sessions)
     Family("ses", "total", (), (QUARTER, HOUR, DAY)),
     Family("ses", "page", ("page",), (HOUR, DAY)),
-    Family("ses", "referrer", ("referrer",), (HOUR, DAY)),
-    Family("ses", "os", ("os",), (DAY,)),
-    Family("ses", "browser", ("browser",), (DAY,)),
-    Family("ses", "device", ("device",), (DAY,)),
 )
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
-from .catalog import families
+from .catalog import SES_BASE, families
 from .ddl import META_TABLE, all_tables
 from .maintain import agg_upsert
 from .sessions import STATE_TABLE, entries_from, upsert_state_sql
@@ -69,13 +69,14 @@ def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | 
         conn.execute(upsert_state_sql(entries_from("events"), replace=True))
         return
     # Sessions with an event in the range now, or with state in the range from before.
-    lo, hi = int(start.timestamp()) // 900, int(end.timestamp()) // 900
+    lo, hi = int(start.timestamp()) // SES_BASE, int(end.timestamp()) // SES_BASE
     conn.execute("CREATE TEMP TABLE rebuild_sessions (session_id text PRIMARY KEY) ON COMMIT DROP")
     conn.execute(sql.SQL("""INSERT INTO rebuild_sessions
         SELECT session_id FROM events WHERE {r} AND NOT is_bot AND session_id IS NOT NULL
         UNION
         SELECT session_id FROM {state}
-        WHERE EXISTS (SELECT 1 FROM unnest(entries) e WHERE (e).b >= %s AND (e).b < %s)""").format(
+        WHERE EXISTS (SELECT 1 FROM unnest(entries) e WHERE split_part(e, '|', 1)::bigint >= %s
+                                                          AND split_part(e, '|', 1)::bigint < %s)""").format(
         r=_range("time", start, end), state=sql.Identifier(STATE_TABLE)), (lo, hi))
     conn.execute("ANALYZE rebuild_sessions")
     conn.execute(upsert_state_sql(entries_from(

@@ -1,11 +1,12 @@
 """Exact unique sessions: the per-session state and the first-seen tables it drives.
 
-`session_state` keeps, per session (human events only), the distinct entries
-(15-minute bucket, page, os, browser, device, referrer host) it has events for. Every write
-goes through one upsert of that table, so concurrent writers of the same session serialise on
-its row. Statement-level triggers then read the old and new versions of the changed rows
-(transition tables) and apply the difference of first-seen transitions to every `ses` table:
-for each (session, dims) the sorted buckets b1 < b2 < ... give rows (b1, -inf), (b2, b1), ...
+`rollup_sessions` keeps, per session (human events only), the distinct entries
+'<15-minute bucket number>|<page>' it has events for: all that the `ses` families
+(sessions overall, and per page) need. Every write goes through one upsert of that table, so
+concurrent writers of the same session serialise on its row. Statement-level triggers then
+read the old and new versions of the changed rows (transition tables) and apply the
+difference of first-seen transitions to every `ses` table: for each (session, dims) the
+sorted buckets b1 < b2 < ... give rows (b1, -inf), (b2, b1), ...
 """
 from __future__ import annotations
 
@@ -13,54 +14,52 @@ from psycopg import sql
 
 from .catalog import SES_BASE, Family, families
 
-ENTRY_TYPE = "session_entry"
-STATE_TABLE = "session_state"
-_ENTRY_FIELDS = {"page": "page", "os": "os", "browser": "browser", "device": "device", "referrer": "ref"}
+STATE_TABLE = "rollup_sessions"
+SES_DIMENSIONS = ("page",)  # what an entry records besides the bucket; ses families use no other
+assert all(set(f.dims) <= set(SES_DIMENSIONS) for f in families("ses"))
 
 
-def entry_row_sql(alias: str = "") -> str:
-    """ROW(...)::session_entry from an events row (optionally qualified by `alias`)."""
+def entry_sql(alias: str = "") -> str:
+    """The entry of an events row: bucket number (exact integer arithmetic) and page."""
     p = f"{alias}." if alias else ""
-    return (f"ROW(floor(extract(epoch FROM {p}time) / {SES_BASE})::int, {p}page, {p}os, {p}browser, "
-            f"{p}device, {p}referrer_host)::{ENTRY_TYPE}")
+    return (f"((date_part('epoch', time_bucket('{SES_BASE} seconds', {p}time)) / {SES_BASE})::bigint)::text"
+            f" || '|' || {p}page")
 
 
 def state_ddl(s: sql.Identifier) -> list[sql.Composable]:
-    return [
-        sql.SQL("""DO $$ BEGIN
-            CREATE TYPE {}.{} AS (b int, page text, os text, browser text, device text, ref text);
-            EXCEPTION WHEN duplicate_object THEN NULL; END $$""").format(s, sql.Identifier(ENTRY_TYPE)),
-        sql.SQL("""CREATE TABLE IF NOT EXISTS {}.{} (
+    return [sql.SQL("""CREATE TABLE IF NOT EXISTS {}.{} (
             session_id text PRIMARY KEY,
-            entries {}.{}[] NOT NULL)""").format(s, sql.Identifier(STATE_TABLE), s, sql.Identifier(ENTRY_TYPE)),
-    ]
+            entries text[] NOT NULL)""").format(s, sql.Identifier(STATE_TABLE))]
 
 
-def _apply_delta(s: sql.Identifier, fam: Family, grain: int, delta: str) -> sql.Composable:
-    """Add first-seen transitions of the (session, ver, e) rows in `delta` (ver = +1 new, -1 old)."""
+def _apply_delta(s: sql.Identifier, fam: Family, grain: int, *, changed_only: bool) -> sql.Composable:
+    """A CTE body adding the first-seen transitions of `d0` (ver +1: new state, -1: old state).
+
+    With changed_only, (session, dims) keys whose entries did not change are skipped: their old
+    and new transitions are the same and would cancel out.
+    """
     k = grain // SES_BASE
-    cols = [sql.Identifier(c) for c in fam.columns]
-    fields = [sql.SQL("(e).{} AS {}").format(sql.Identifier(_ENTRY_FIELDS[d]), sql.Identifier(c))
-              for d, c in zip(fam.dims, fam.columns)]
-    col_list = sql.SQL("").join(sql.SQL(", {}").format(c) for c in cols)
-    part = sql.SQL("").join(sql.SQL(", {}").format(c) for c in cols)
+    cols = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(c)) for c in fam.columns)
+    keys = sql.SQL(", ").join([sql.Identifier("sid"), *(sql.Identifier(c) for c in fam.columns)])
+    only = (sql.SQL("WHERE ({keys}) IN (SELECT {keys} FROM chg)").format(keys=keys)
+            if changed_only else sql.SQL(""))
+    n = len(fam.columns)
     return sql.SQL("""
         INSERT INTO {s}.{table} AS t (bucket{cols}, prev, n)
         SELECT to_timestamp(g::bigint * {base}){cols},
                CASE WHEN p IS NULL THEN '-infinity'::timestamptz ELSE to_timestamp(p::bigint * {base}) END,
                sum(ver)
-        FROM (SELECT ver, g{cols}, lag(g) OVER (PARTITION BY ver, session_id{part} ORDER BY g) AS p
-              FROM (SELECT DISTINCT ver, session_id{fields}, ((e).b / {k}) * {k} AS g
-                    FROM ({delta}) d0) d1) d2
+        FROM (SELECT ver, g{cols}, lag(g) OVER (PARTITION BY ver, sid{cols} ORDER BY g) AS p
+              FROM (SELECT DISTINCT ver, sid{cols}, (b / {k}) * {k} AS g FROM d0 {only}) d1) d2
         GROUP BY g{cols}, p
         HAVING sum(ver) <> 0
-        ORDER BY 1{cols}, 3
+        ORDER BY {order}
         ON CONFLICT (bucket{cols}, prev) DO UPDATE SET n = t.n + excluded.n""").format(
-        s=s, table=sql.Identifier(fam.table(grain)), cols=col_list, part=part,
-        base=sql.Literal(SES_BASE), k=sql.Literal(k), delta=sql.SQL(delta),
-        fields=sql.SQL("").join(sql.SQL(", ") + f for f in fields))
+        s=s, table=sql.Identifier(fam.table(grain)), cols=cols, base=sql.Literal(SES_BASE),
+        k=sql.Literal(k), only=only, order=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, n + 3)))
 
 
+# (session_id, ver, e) rows: ver +1 for the new state, -1 for the old one.
 _DELTAS = {
     "insert": "SELECT session_id, 1 AS ver, e FROM new_rows, unnest(entries) AS e",
     "update": ("SELECT session_id, 1 AS ver, e FROM new_rows, unnest(entries) AS e "
@@ -71,17 +70,33 @@ _REFERENCING = {"insert": "NEW TABLE AS new_rows", "update": "OLD TABLE AS old_r
                 "delete": "OLD TABLE AS old_rows"}
 
 
+def _trigger_statement(s: sql.Identifier, op: str) -> sql.Composable:
+    """One statement per trigger call: the delta unnested once, every ses table fed from it."""
+    ctes = [sql.SQL("""d0 AS MATERIALIZED (
+        SELECT session_id COLLATE "C" AS sid, ver, split_part(e, '|', 1)::bigint AS b,
+               substr(e, strpos(e, '|') + 1) AS page FROM ({}) x)""").format(sql.SQL(_DELTAS[op]))]
+    changed_only = op == "update"
+    if changed_only:
+        # Entries added or removed (a rebuild can remove them); keys without any keep their transitions.
+        ctes.append(sql.SQL("""chg AS MATERIALIZED (
+            (SELECT sid, b, page FROM d0 WHERE ver = 1 EXCEPT SELECT sid, b, page FROM d0 WHERE ver = -1)
+            UNION ALL (SELECT sid, b, page FROM d0 WHERE ver = -1 EXCEPT SELECT sid, b, page FROM d0 WHERE ver = 1))"""))
+    for i, (fam, g) in enumerate((f, g) for f in families("ses") for g in f.grains):
+        ctes.append(sql.SQL("{} AS ({})").format(sql.Identifier(f"w{i}"),
+                                                  _apply_delta(s, fam, g, changed_only=changed_only)))
+    return sql.SQL("WITH {} SELECT 1 INTO _done").format(sql.SQL(",\n").join(ctes))
+
+
 def trigger_ddl(s: sql.Identifier) -> list[sql.Composable]:
     out: list[sql.Composable] = []
-    for op, delta in _DELTAS.items():
-        body = sql.SQL(";\n").join(_apply_delta(s, fam, g, delta)
-                                   for fam in families("ses") for g in fam.grains)
+    for op in _DELTAS:
         fn = sql.Identifier(f"rollup_ses_on_{op}")
         out.append(sql.SQL("""CREATE OR REPLACE FUNCTION {s}.{fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+            DECLARE _done int;
             BEGIN
             {body};
             RETURN NULL;
-            END $fn$""").format(s=s, fn=fn, body=body))
+            END $fn$""").format(s=s, fn=fn, body=_trigger_statement(s, op)))
         out.append(sql.SQL("""CREATE OR REPLACE TRIGGER {trg} AFTER {op} ON {s}.{state}
             REFERENCING {ref} FOR EACH STATEMENT EXECUTE FUNCTION {s}.{fn}()""").format(
             trg=sql.Identifier(f"rollup_ses_{op}"), op=sql.SQL(op.upper()), s=s,
@@ -103,7 +118,7 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable
                 || ARRAY(SELECT unnest(excluded.entries) EXCEPT SELECT unnest(s.entries))
             WHERE NOT (excluded.entries <@ s.entries)""")
     return sql.SQL("""INSERT INTO {state} AS s (session_id, entries)
-        SELECT session_id, entries FROM ({source}) src ORDER BY session_id
+        SELECT session_id, entries FROM ({source}) src ORDER BY session_id COLLATE "C"
         ON CONFLICT (session_id) DO UPDATE {action}""").format(
         state=sql.Identifier(STATE_TABLE), source=source, action=action)
 
@@ -112,5 +127,5 @@ def entries_from(relation: str, where: str = "TRUE") -> sql.Composable:
     """(session_id, entries) aggregated from an events-shaped relation (human events only)."""
     return sql.SQL("""SELECT session_id, array_agg(DISTINCT {entry}) AS entries
         FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL AND ({where})
-        GROUP BY session_id""").format(entry=sql.SQL(entry_row_sql()), rel=sql.SQL(relation),
+        GROUP BY session_id""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
                                         where=sql.SQL(where))
