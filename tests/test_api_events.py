@@ -350,3 +350,22 @@ def test_event_age_window_is_configurable(db_url):
     finally:
         srv.stop()
         drop_schema(db_url, schema)
+
+
+def test_seed_notebook_post_without_content_type(client, db):
+    """Seed 004's notebook posts `requests.post(url, data=json.dumps(body))`: no Content-Type."""
+    import json as _json
+    body = _json.dumps({"page": "/seed-notebook", "description": "ali"})
+    r = client.post("/api/events/", content=body.encode(), headers={"content-type": ""})
+    assert r.status_code == 201, r.text
+    assert r.json()["page"] == "/seed-notebook"
+    (n,) = db.execute("SELECT count(*) FROM events WHERE id = %s", (r.json()["id"],)).fetchone()
+    assert n == 1
+
+
+def test_body_too_large_is_readable_cross_origin(client):
+    big = b'{"page": "/' + b"x" * 11_000_000 + b'"}'
+    r = client.post("/api/events/", content=big,
+                    headers={"content-type": "application/json", "origin": "https://site.example"})
+    assert r.status_code == 413
+    assert r.headers.get("access-control-allow-origin") in ("*", "https://site.example")

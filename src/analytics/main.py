@@ -83,8 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # CORS outside the body limit, so that a browser tracker can read a 413 too.
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
     return app
