@@ -6,8 +6,10 @@ whenever the planner finds one whose grain divides the width (time_bucket's defa
 """
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
@@ -46,13 +48,25 @@ class SeedReader:
         self.pool = pool
         self.ready = ready or ReadyRollups()
 
-    async def buckets(self, interval: Interval, pages: list[str], *, force_raw: bool = False) -> list[dict]:
+    async def buckets(self, interval: Interval, pages: list[str], *, force_raw: bool = False) -> list[tuple]:
         async with connection(self.pool) as conn:
             async with conn.transaction():
                 await begin_read(conn)
                 table = None if force_raw else seed_table(interval, await self.ready.get(conn))
                 query = (sql.SQL(RAW_SEED_QUERY) if table is None else
                          sql.SQL(ROLLUP_SEED_QUERY).format(table=sql.Identifier(table)))
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(query, {"width": interval.to_pg(), "pages": pages})
+                cur = await conn.execute(query, {"width": interval.to_pg(), "pages": pages})
                 return await cur.fetchall()
+
+
+def _iso(t: datetime) -> str:
+    s = t.isoformat()
+    return s[:-6] + "Z" if s.endswith("+00:00") else s  # as pydantic writes datetimes
+
+
+def render_buckets(rows: list[tuple]) -> bytes:
+    """(bucket, page, operating_system, avg_duration, count) rows as FastAPI renders the
+    seed's List[EventBucketSchema]: pydantic's datetime form, compact separators, UTF-8."""
+    return json.dumps([{"bucket": _iso(b), "page": p, "operating_system": o, "avg_duration": a, "count": c}
+                       for b, p, o, a, c in rows],
+                      ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
