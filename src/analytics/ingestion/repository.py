@@ -127,20 +127,28 @@ def unique_rows(records: Iterable[EventRecord]) -> list[EventRecord]:
     return out
 
 
+_copy_sql: dict[str, bytes] = {}
+
+
+def _copy_statement(conn: psycopg.AsyncConnection, table: str) -> bytes:
+    if table not in _copy_sql:
+        _copy_sql[table] = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), _cols()).as_bytes(conn)
+    return _copy_sql[table]
+
+
 async def _copy_rows(conn: psycopg.AsyncConnection, table: str, rows: Sequence[EventRecord],
                      sink: list[bytes] | None = None) -> None:
     async with conn.cursor() as cur:
         writer = _TeeWriter(cur, sink) if sink is not None else None
-        async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), _cols()),
-                            writer=writer) as copy:
+        async with cur.copy(_copy_statement(conn, table), writer=writer) as copy:
             for r in rows:
                 await copy.write_row(r)
 
 
 async def _copy_bytes(conn: psycopg.AsyncConnection, table: str, chunks: list[bytes]) -> None:
     async with conn.cursor() as cur:
-        async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(table), _cols())) as copy:
+        async with cur.copy(_copy_statement(conn, table)) as copy:
             for chunk in chunks:
                 await copy.write(chunk)
 
@@ -158,11 +166,15 @@ async def insert_events(conn: psycopg.AsyncConnection,
         if hooks:
             await _ensure_stage(conn)
         sink: list[bytes] | None = [] if hooks else None
+        # A savepoint, so that a conflict undoes only this COPY. (Plain SQL rather than a
+        # nested conn.transaction(): that composes its SAVEPOINT statements on every call.)
+        await conn.execute(b"SAVEPOINT analytics_fast_copy")
         try:
-            async with conn.transaction():  # a savepoint: a conflict undoes only this COPY
-                await _copy_rows(conn, "events", rows, sink)
+            await _copy_rows(conn, "events", rows, sink)
         except psycopg.errors.UniqueViolation:
+            await conn.execute(b"ROLLBACK TO SAVEPOINT analytics_fast_copy")
             return await _insert_slow(conn, rows)
+        await conn.execute(b"RELEASE SAVEPOINT analytics_fast_copy")
         if hooks:
             assert sink is not None
             await _copy_bytes(conn, _STAGE, sink)
