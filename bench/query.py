@@ -106,13 +106,24 @@ def _questions(end: datetime) -> list[dict]:
     d30, d7, h24, d90 = (end - timedelta(days=30), end - timedelta(days=7), end - timedelta(hours=24),
                          end - timedelta(days=90))
     return [
-        {"name": "30d by 1 day, by page+os", "path": "/api/v1/stats/timeseries",
+        {"name": "30d by 1 day, by page+os (top 10)", "path": "/api/v1/stats/timeseries",
          "params": {"interval": "1 day", "start": z(d30), "end": z(end), "group_by": ["page", "os"]},
          "raw": """SELECT time_bucket('1 day', time) AS bucket, page, os, count(*) FROM events
                    WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
          "range": (d30, end)},
-        {"name": "7d by 1 hour, by page", "path": "/api/v1/stats/timeseries",
+        {"name": "30d by 1 day, by page+os (all)", "path": "/api/v1/stats/timeseries",
+         "params": {"interval": "1 day", "start": z(d30), "end": z(end), "group_by": ["page", "os"],
+                    "limit": 10000},
+         "raw": """SELECT time_bucket('1 day', time) AS bucket, page, os, count(*) FROM events
+                   WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+         "range": (d30, end)},
+        {"name": "7d by 1 hour, by page (top 10)", "path": "/api/v1/stats/timeseries",
          "params": {"interval": "1 hour", "start": z(d7), "end": z(end), "group_by": ["page"]},
+         "raw": """SELECT time_bucket('1 hour', time) AS bucket, page, count(*) FROM events
+                   WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1, 2 ORDER BY 1, 2""",
+         "range": (d7, end)},
+        {"name": "7d by 1 hour, by page (all)", "path": "/api/v1/stats/timeseries",
+         "params": {"interval": "1 hour", "start": z(d7), "end": z(end), "group_by": ["page"], "limit": 10000},
          "raw": """SELECT time_bucket('1 hour', time) AS bucket, page, count(*) FROM events
                    WHERE time >= %(s)s AND time < %(e)s AND NOT is_bot GROUP BY 1, 2 ORDER BY 1, 2""",
          "range": (d7, end)},
@@ -268,7 +279,7 @@ def main(argv: list[str]) -> int:
         with psycopg.connect(url) as conn:
             conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
             (n, last) = conn.execute("SELECT count(*), max(time) FROM events").fetchone()
-        end = (last + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = last.replace(hour=0, minute=0, second=0, microsecond=0)  # the last whole UTC day
         srv = Server(url, SCHEMA, workers=2, env={"STATS_CACHE_TTL_SECONDS": "0", "LOG_LEVEL": "WARNING"},
                      log_path=Path(f"/tmp/bench-query-{os.getpid()}.log")).start()
         rows = []

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from ..db import connection
 from .intervals import Interval
 from .planner import seed_table
-from .service import ReadyRollups, begin_read
+from .service import ReadyRollups, read_snapshot
 
 RAW_SEED_QUERY = """
 SELECT time_bucket(%(width)s::interval, time) AS bucket,
@@ -50,12 +50,11 @@ class SeedReader:
 
     async def buckets(self, interval: Interval, pages: list[str], *, force_raw: bool = False) -> list[tuple]:
         async with connection(self.pool) as conn:
-            async with conn.transaction():
-                await begin_read(conn)
+            async with read_snapshot(conn, many=False):
                 table = None if force_raw else seed_table(interval, await self.ready.get(conn))
                 query = (sql.SQL(RAW_SEED_QUERY) if table is None else
                          sql.SQL(ROLLUP_SEED_QUERY).format(table=sql.Identifier(table)))
-                cur = await conn.execute(query, {"width": interval.to_pg(), "pages": pages})
+                cur = await conn.execute(query, {"width": interval.to_pg(), "pages": pages}, prepare=False)
                 return await cur.fetchall()
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import AsyncIterator
 
 import psycopg
 from psycopg import sql
@@ -28,8 +30,29 @@ class Answer:
 
 
 async def begin_read(conn: psycopg.AsyncConnection) -> None:
-    """One snapshot for every statement of an answer; JIT off (its compile time dwarfs these queries)."""
-    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL jit = off")
+    """One snapshot for every statement of an answer (call first thing in a transaction)."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def _single_statement(q: StatsQuery) -> bool:
+    """Answers of one statement need no transaction: a statement sees one snapshot."""
+    return not (q.kind == "timeseries" and q.group_by) and q.compare is None
+
+
+@asynccontextmanager
+async def read_snapshot(conn: psycopg.AsyncConnection, many: bool) -> AsyncIterator[None]:
+    """A repeatable-read transaction for answers of several statements; autocommit (two round
+    trips fewer) for answers of one."""
+    if many:
+        async with conn.transaction():
+            await begin_read(conn)
+            yield
+        return
+    await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        await conn.set_autocommit(False)
 
 
 class ReadyRollups:
@@ -79,8 +102,7 @@ class StatsService:
         if hit is not None:
             return Answer(hit, True)
         async with connection(self.pool) as conn:
-            async with conn.transaction():
-                await begin_read(conn)
+            async with read_snapshot(conn, not _single_statement(q)):
                 ready = await self.ready.get(conn)
                 body = await self._run(conn, q, ready)
         self.cache.put(key, body)
@@ -89,7 +111,9 @@ class StatsService:
     async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None) -> tuple[str, int, Plan]:
         p = plan(q, ready)
         b = Builder(q, groups)
-        cur = await conn.execute(b.statement(p), b.params)
+        # Never a prepared statement: a generic plan knows nothing of the arrays and ranges passed
+        # in and picked nested loops that took seconds; planning afresh costs under a millisecond.
+        cur = await conn.execute(b.statement(p), b.params, prepare=False)
         text, n = await cur.fetchone()
         return text, n, p
 
