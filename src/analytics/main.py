@@ -15,7 +15,7 @@ from .aggregation.cache import TTLCache
 from .aggregation.seed_reader import SeedReader
 from .aggregation.service import StatsService
 from .config import Settings, get_settings
-from .db import DatabaseUnavailable, make_pool
+from .db import make_pool
 from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache
 from .ingestion.pipeline import Enricher
