@@ -17,7 +17,7 @@ over the staged copy of the rows. Callers own the transaction: nothing here comm
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, Union
 
 import psycopg
 from psycopg import sql
@@ -28,8 +28,11 @@ from .pipeline import COLUMNS, EventRecord
 _STAGE = "events_stage"
 
 # Statements that consume the rows just inserted (a CTE named `ins`, all event columns),
-# registered by other write-side maintainers (e.g. rollups) at startup.
-InsertHook = Callable[[], list[sql.Composable]]
+# registered by other write-side maintainers (e.g. rollups) at startup. An item is either a
+# data-modifying statement, or a (name, query) pair: an intermediate result, materialized once,
+# that the hook's later statements read by that name (e.g. `ins` pre-aggregated).
+HookItem = Union[sql.Composable, tuple[str, sql.Composable]]
+InsertHook = Callable[[], list[HookItem]]
 _hooks: list[InsertHook] = []
 
 
@@ -59,8 +62,12 @@ def _with_hooks(ins: sql.Composable, final: sql.Composable) -> sql.Composable:
     ctes = [sql.SQL("staged AS (DELETE FROM {} RETURNING *)").format(sql.Identifier(_STAGE)),
             sql.SQL("ins AS ({})").format(ins)]
     for i, hook in enumerate(_hooks):
-        for j, stmt in enumerate(hook()):
-            ctes.append(sql.SQL("{} AS ({})").format(sql.Identifier(f"hook_{i}_{j}"), stmt))
+        for j, item in enumerate(hook()):
+            if isinstance(item, tuple):
+                name, query = item
+                ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(sql.Identifier(name), query))
+            else:
+                ctes.append(sql.SQL("{} AS ({})").format(sql.Identifier(f"hook_{i}_{j}"), item))
     return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(ctes), final)
 
 
