@@ -7,7 +7,8 @@ becomes 50,000 Python dicts.
 """
 from __future__ import annotations
 
-from psycopg import sql
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
 
 from ..rollups.catalog import DIMENSIONS
 from .buckets import iso
@@ -15,6 +16,33 @@ from .planner import Piece, Plan, Source
 from .query import StatsQuery
 
 _ALL = sql.SQL
+
+
+class TimestamptzArray(str):
+    """A timestamptz[] written as its text literal, sent typed: psycopg's list dumper (a Python
+    loop per element) was a sixth of a worker's CPU for a 288-bucket answer. (Sent as text and
+    cast in SQL instead, the cast is re-evaluated per row: text -> timestamptz is only stable.)"""
+
+
+class TextArray(str):
+    """A text[] written as its text literal (see TimestamptzArray)."""
+
+
+class _LiteralDumper(Dumper):
+    def dump(self, obj: str) -> bytes:
+        return obj.encode()
+
+
+class _TimestamptzArrayDumper(_LiteralDumper):
+    oid = postgres.types["timestamptz"].array_oid
+
+
+class _TextArrayDumper(_LiteralDumper):
+    oid = postgres.types["text"].array_oid
+
+
+postgres.adapters.register_dumper(TimestamptzArray, _TimestamptzArrayDumper)
+postgres.adapters.register_dumper(TextArray, _TextArrayDumper)
 
 
 def _like_prefix(p: str) -> str:
@@ -31,7 +59,9 @@ class Builder:
         self.g = [sql.Identifier(d) for d in q.group_by]          # output names
         self.bucketed = q.kind == "timeseries"
         if self.bucketed:
-            self.edges = self.param(list(q.edges), "timestamptz[]")
+            # ISO 8601 instants need no quoting inside an array literal.
+            self.labels_text = "{" + ",".join(iso(t, q.tz) for t in q.edges) + "}"
+            self.edges = self.param(TimestamptzArray(self.labels_text), "timestamptz[]")
 
     # -- helpers --------------------------------------------------------------------------
     def param(self, value, cast: str | None = None) -> sql.Composable:
@@ -161,7 +191,7 @@ class Builder:
         """One JSON object per row, concatenated (several times faster than json_build_object)."""
         items = []
         if bucket:
-            labels = self.param([iso(t, self.q.tz) for t in self.q.edges], "text[]")
+            labels = self.param(TextArray(self.labels_text), "text[]")
             items.append(_ALL("""'"bucket":"' || ({})[{}.b] || '"'""").format(labels, _ALL(alias)))
         for d in self.q.group_by:
             items.append(_ALL("{} || to_json({}.{})::text").format(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import reduce
+from math import gcd
 
 from ..rollups.catalog import Family, families
 from .intervals import Interval
@@ -74,8 +76,14 @@ def _at(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def _divides(grain: int, instants) -> bool:
-    return all(_us(t) % (grain * _US) == 0 for t in instants)
+def _alignment(instants) -> int:
+    """The gcd of the instants' epoch microseconds: a grain divides every instant exactly when it
+    divides this (0 when there are none). One pass, instead of one per candidate table."""
+    return reduce(gcd, (_us(t) for t in instants), 0)
+
+
+def _divides(grain: int, alignment: int) -> bool:
+    return alignment % (grain * _US) == 0
 
 
 def _raw(kind: str, q: StatsQuery) -> Source:
@@ -109,7 +117,7 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
     if q.force_raw:
         return _raw(kind, q)
     needed = set(q.group_by) | q.filters.dimensions()
-    interior = q.edges[1:]
+    interior = _alignment(q.edges[1:])
     best = None
     for fam in families(kind):
         if not needed <= set(fam.dims):
@@ -139,7 +147,7 @@ def _sessions(q: StatsQuery, ready: set[str]) -> Source:
         if len(values) != 1 or name == "page_prefix":
             return _raw("ses", q)  # one session counted once across several values: not summable
         dims.add(dim)
-    bounds = (q.start, q.end, *q.edges[1:])
+    bounds = _alignment((q.start, q.end, *q.edges[1:]))
     for fam in families("ses"):
         if set(fam.dims) != dims:
             continue

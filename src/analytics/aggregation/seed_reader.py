@@ -63,9 +63,25 @@ def _iso(t: datetime) -> str:
     return s[:-6] + "Z" if s.endswith("+00:00") else s  # as pydantic writes datetimes
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def render_buckets(rows: list[tuple]) -> bytes:
     """(bucket, page, operating_system, avg_duration, count) rows as FastAPI renders the
-    seed's List[EventBucketSchema]: pydantic's datetime form, compact separators, UTF-8."""
-    return json.dumps([{"bucket": _iso(b), "page": p, "operating_system": o, "avg_duration": a, "count": c}
-                       for b, p, o, a, c in rows],
-                      ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    seed's List[EventBucketSchema]: pydantic's datetime form, compact separators, UTF-8.
+
+    Written out row by row with the few distinct buckets, pages and systems encoded once each:
+    a list of dicts through json.dumps was a fifth of the endpoint's time for 7,500 rows."""
+    memo: dict = {}
+
+    def once(v) -> str:
+        out = memo.get(v)
+        if out is None:
+            out = memo[v] = _encode(_iso(v) if isinstance(v, datetime) else v)
+        return out
+
+    parts = [
+        f'{{"bucket":{once(b)},"page":{once(p)},"operating_system":{once(o)},'
+        f'"avg_duration":{"null" if a is None else float.__repr__(a)},"count":{int(c)}}}'
+        for b, p, o, a, c in rows]
+    return ("[" + ",".join(parts) + "]").encode()

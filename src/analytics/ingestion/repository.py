@@ -26,6 +26,7 @@ from psycopg.copy import AsyncLibpqWriter
 from .pipeline import COLUMNS, EventRecord
 
 _STAGE = "events_stage"
+_RESET_AND_SAVEPOINT = f"DELETE FROM {_STAGE}; SAVEPOINT analytics_fast_copy".encode()
 
 # Statements that consume the rows just inserted (a CTE named `ins`, all event columns),
 # registered by other write-side maintainers (e.g. rollups) at startup. An item is either a
@@ -55,11 +56,12 @@ def _cols() -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 
 
-def _with_hooks(ins: sql.Composable, final: sql.Composable) -> sql.Composable:
+def _with_hooks(ins: sql.Composable, final: sql.Composable, *, take: bool) -> sql.Composable:
     """`staged` (the staging table's rows) -> `ins` (the rows inserted) -> the hooks -> final.
-    Taking the rows with DELETE empties the staging table in the same statement, so that a
-    second write in the same transaction starts from nothing."""
-    ctes = [sql.SQL("staged AS (DELETE FROM {} RETURNING *)").format(sql.Identifier(_STAGE)),
+    take=True takes the rows with DELETE, emptying the staging table in the same statement;
+    take=False only reads them (the fast path empties the table before it fills it)."""
+    staged = "DELETE FROM {} RETURNING *" if take else "SELECT * FROM {}"
+    ctes = [sql.SQL("staged AS (" + staged + ")").format(sql.Identifier(_STAGE)),
             sql.SQL("ins AS ({})").format(ins)]
     for i, hook in enumerate(_hooks):
         for j, item in enumerate(hook()):
@@ -92,12 +94,12 @@ def _insert_statement() -> sql.Composable:
         SELECT {cols} FROM staged ORDER BY id, time
         ON CONFLICT (id, time) DO NOTHING
         RETURNING *""").format(cols=_cols()),
-        sql.SQL("SELECT id, time FROM ins"))
+        sql.SQL("SELECT id, time FROM ins"), take=True)
 
 
 def _hooks_statement() -> sql.Composable:
     """Fast path: the staged rows were all inserted; run the hooks on them."""
-    return _with_hooks(sql.SQL("SELECT * FROM staged"), sql.SQL("SELECT 1"))
+    return _with_hooks(sql.SQL("SELECT * FROM staged"), sql.SQL("SELECT 1"), take=False)
 
 
 class _TeeWriter(AsyncLibpqWriter):
@@ -175,7 +177,10 @@ async def insert_events(conn: psycopg.AsyncConnection,
         sink: list[bytes] | None = [] if hooks else None
         # A savepoint, so that a conflict undoes only this COPY. (Plain SQL rather than a
         # nested conn.transaction(): that composes its SAVEPOINT statements on every call.)
-        await conn.execute(b"SAVEPOINT analytics_fast_copy")
+        # With hooks, the staging table is emptied in the same round trip: it is empty unless
+        # an earlier write of this transaction left its rows (ON COMMIT DELETE ROWS empties it
+        # at the end), and a DELETE here is cheaper than taking the rows with DELETE RETURNING.
+        await conn.execute(_RESET_AND_SAVEPOINT if hooks else b"SAVEPOINT analytics_fast_copy")
         try:
             await _copy_rows(conn, "events", rows, sink)
         except psycopg.errors.UniqueViolation:

@@ -91,12 +91,18 @@ def trigger_ddl(s: sql.Identifier) -> list[sql.Composable]:
     out: list[sql.Composable] = []
     for op in _DELTAS:
         fn = sql.Identifier(f"rollup_ses_on_{op}")
+        # A statement-level trigger fires even when the statement changed no row, which at
+        # ingest is most of the time (the upsert skips sessions that hold their entries).
+        changed = sql.SQL("new_rows" if op != "delete" else "old_rows")
         out.append(sql.SQL("""CREATE OR REPLACE FUNCTION {s}.{fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
             DECLARE _done int;
             BEGIN
+            IF NOT EXISTS (SELECT 1 FROM {changed}) THEN
+                RETURN NULL;
+            END IF;
             {body};
             RETURN NULL;
-            END $fn$""").format(s=s, fn=fn, body=_trigger_statement(s, op)))
+            END $fn$""").format(s=s, fn=fn, changed=changed, body=_trigger_statement(s, op)))
         out.append(sql.SQL("""CREATE OR REPLACE TRIGGER {trg} AFTER {op} ON {s}.{state}
             REFERENCING {ref} FOR EACH STATEMENT EXECUTE FUNCTION {s}.{fn}()""").format(
             trg=sql.Identifier(f"rollup_ses_{op}"), op=sql.SQL(op.upper()), s=s,
