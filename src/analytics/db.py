@@ -34,6 +34,9 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
         # Every statement here is short; JIT compilation (50-200 ms once a plan looks costly)
         # only ever made dashboard reads slower.
         await conn.execute("SET jit = off")
+        # float8 as text in shortest round-trip form, as Python's repr writes it (the seed
+        # endpoint's JSON is rendered by PostgreSQL); 1 is PostgreSQL's default since 12.
+        await conn.execute("SET extra_float_digits = 1")
         await conn.execute("SELECT set_config('search_path', %s, false)",
                            (f"{quote_ident(settings.db_schema)}, public",))
         await conn.commit()

@@ -35,6 +35,9 @@ class Family:
     name: str
     dims: tuple[str, ...]     # API dimension names
     grains: tuple[int, ...]   # seconds, ascending; each divides the next
+    # Also indexed by (page, bucket): a page filter (and the seed endpoint's default pages)
+    # reads a few pages' rows instead of the whole bucket range.
+    page_index: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -51,9 +54,9 @@ FAMILIES: tuple[Family, ...] = (
     # additive
     Family("agg", "total", (), (MINUTE, QUARTER, HOUR, DAY)),
     Family("agg", "tech", ("os", "browser", "device"), (QUARTER, HOUR, DAY)),
-    Family("agg", "page", ("page",), (HOUR, DAY)),
+    Family("agg", "page", ("page",), (HOUR, DAY), page_index=True),
     Family("agg", "reftech", ("referrer", "os", "browser", "device"), (HOUR, DAY)),
-    Family("agg", "pageos", ("page", "os"), (DAY,)),
+    Family("agg", "pageos", ("page", "os"), (DAY,), page_index=True),
     Family("agg", "pagetech", ("page", "os", "browser", "device"), (DAY,)),
     Family("agg", "pageref", ("page", "referrer"), (DAY,)),
     Family("agg", "all", ("page", "os", "browser", "device", "referrer"), (DAY,)),

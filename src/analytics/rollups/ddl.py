@@ -47,8 +47,11 @@ def rollup_ddl(schema: str) -> list[sql.Composable]:
     ]
     out += state_ddl(s)
     for fam in FAMILIES:
-        for g, _ in fam.tables():
+        for g, table in fam.tables():
             out.append(_table_ddl(s, fam, g))
+            if fam.page_index:
+                out.append(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (page, bucket)").format(
+                    sql.Identifier(f"{table}_page"), s, sql.Identifier(table)))
     out += trigger_ddl(s)
     # A rollup is ready from birth only if there is nothing to catch up with.
     out.append(sql.SQL("""INSERT INTO {s}.{meta} (name, ready)
