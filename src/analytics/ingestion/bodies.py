@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .pipeline import Enricher, EventRecord, InvalidEvent
-from .schemas import EventCreateSchema
+from .schemas import NUL_MESSAGE, EventCreateSchema, fields_with_nul
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
@@ -49,11 +49,18 @@ def _json_error(exc: ValueError, line: int | None = None) -> tuple[str, dict]:
 class ParsedBatch:
     items: list[Any]
     lines: list[int] | None = None  # NDJSON: the 1-based line of each item
+    maybe_nul: bool = True  # False when the raw body cannot hold a NUL character
+
+
+def _maybe_nul(body: bytes) -> bool:
+    """JSON can only carry NUL escaped (a raw control character is invalid JSON)."""
+    return b"\\u0000" in body
 
 
 def parse_body(body: bytes, content_type: str, max_events: int) -> ParsedBatch:
     media = content_type.split(";", 1)[0].strip().lower()
     parsed = _parse_ndjson(body, max_events) if media in NDJSON_TYPES else _parse_array(body)
+    parsed.maybe_nul = _maybe_nul(body)
     if not parsed.items:
         raise BodyRejected(422, "validation_error",
                             [_err(["body"], "the batch is empty: send at least one event", "empty_batch")])
@@ -110,13 +117,21 @@ def _parse_ndjson(body: bytes, max_events: int) -> ParsedBatch:
     return ParsedBatch(items, lines)
 
 
-def _check(item: Any, enricher: Enricher, now: datetime, loc: list,
-           extra: dict) -> tuple[EventRecord | None, list[dict]]:
+def _check(item: Any, enricher: Enricher, now: datetime, loc: list, extra: dict,
+           maybe_nul: bool = True) -> tuple[EventRecord | None, list[dict]]:
+    nul = [_err([*loc, f], NUL_MESSAGE, "value_error", **extra)
+           for f in fields_with_nul(item)] if maybe_nul else []
     try:
-        return enricher.to_record(EventCreateSchema.model_validate(item), now), []
+        ev = EventCreateSchema.model_validate(item)
     except ValidationError as exc:
-        return None, [_err([*loc, *e["loc"]], e["msg"], e["type"], **extra)
-                      for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+        bad = {tuple(e["loc"]) for e in nul}
+        return None, nul + [_err([*loc, *e["loc"]], e["msg"], e["type"], **extra)
+                            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+                            if (*loc, *e["loc"]) not in bad]
+    if nul:
+        return None, nul
+    try:
+        return enricher.to_record(ev, now), []
     except InvalidEvent as exc:
         return None, [_err([*loc, exc.field], exc.message, "value_error", **extra)]
 
@@ -129,7 +144,7 @@ def validate(parsed: ParsedBatch, enricher: Enricher,
     errors: list[dict] = []
     for index, item in enumerate(parsed.items):
         record, bad = _check(item, enricher, now, ["body", index],
-                             {"line": parsed.lines[index]} if parsed.lines else {})
+                             {"line": parsed.lines[index]} if parsed.lines else {}, parsed.maybe_nul)
         if record is not None:
             records.append(record)
         errors += bad
@@ -143,7 +158,7 @@ def parse_event(body: bytes, enricher: Enricher) -> EventRecord:
     if not body.strip():
         raise BodyRejected(422, "validation_error", [_err(["body"], "Field required", "missing")])
     data = _load_json(body)
-    record, errors = _check(data, enricher, datetime.now(timezone.utc), ["body"], {})
+    record, errors = _check(data, enricher, datetime.now(timezone.utc), ["body"], {}, _maybe_nul(body))
     if errors:
         raise BodyRejected(422, "validation_error", errors)
     assert record is not None

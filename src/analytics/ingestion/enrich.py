@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from threading import Lock
 from urllib.parse import urlsplit
 
@@ -119,6 +120,13 @@ def referrer_host(referrer: str | None) -> str:
     """The referrer's host name, lower-cased, without a leading 'www.'; '' when there is none."""
     if not referrer:
         return ""
+    return _referrer_host(referrer)
+
+
+# Referrers repeat (a search engine, a social site, the site itself): urlsplit was a sixth of
+# the enrichment time. Bounded, like the user-agent cache.
+@lru_cache(maxsize=4096)
+def _referrer_host(referrer: str) -> str:
     try:
         host = urlsplit(referrer if "//" in referrer else "//" + referrer).hostname or ""
     except ValueError:

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import SQLModel
 
 MAX_PAGE = 2048
@@ -18,8 +18,26 @@ MAX_SESSION_ID = 256
 MAX_DURATION_S = 86_400
 
 
-class EventCreateSchema(SQLModel):
-    """What a tracker sends. Only `page` is required; unknown fields are ignored (as in seed 004)."""
+# Text fields PostgreSQL stores as text, which cannot hold NUL. They are checked by the body
+# parser (ingestion/bodies.py), and only when the raw body has an escaped NUL at all: six
+# Python validator calls per event were a third of the validation time.
+TEXT_FIELDS = ("page", "ip_address", "user_agent", "referrer", "session_id", "description")
+NUL_MESSAGE = "Value error, must not contain NUL (\\u0000) characters"
+
+
+def fields_with_nul(item: object) -> list[str]:
+    """The text fields of a raw (parsed JSON) event that contain a NUL character."""
+    if not isinstance(item, dict):
+        return []
+    return [f for f in TEXT_FIELDS if isinstance(item.get(f), str) and "\x00" in item[f]]
+
+
+class EventCreateSchema(BaseModel):
+    """What a tracker sends. Only `page` is required; unknown fields are ignored (as in seed 004).
+
+    A plain pydantic model (seed 004 declares it on SQLModel, which adds nothing to a model
+    without a table): SQLModel's model_validate builds the object attribute by attribute in
+    Python, and was three quarters of the batch endpoint's validation time."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
@@ -35,14 +53,6 @@ class EventCreateSchema(SQLModel):
     id: Optional[uuid.UUID] = None
     time: Optional[datetime] = Field(
         default=None, description="When the event happened; defaults to the time it is received")
-
-    @field_validator("page", "ip_address", "user_agent", "referrer", "session_id", "description")
-    @classmethod
-    def _no_nul(cls, v: Optional[str]) -> Optional[str]:
-        # PostgreSQL text cannot hold NUL; refuse it here rather than fail the whole batch later.
-        if v is not None and "\x00" in v:
-            raise ValueError("must not contain NUL (\\u0000) characters")
-        return v
 
     @field_validator("ip_address")
     @classmethod

@@ -139,7 +139,10 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable
 
 def entries_from(relation: str, where: str = "TRUE") -> sql.Composable:
     """(session_id, entries) aggregated from an events-shaped relation (human events only)."""
-    return sql.SQL("""SELECT session_id, array_agg(DISTINCT {entry}) AS entries
-        FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL AND ({where})
+    # Distinct pairs first, then one array per session: both steps can hash. (array_agg(DISTINCT)
+    # sorts every session's rows, comparing text in the database collation.)
+    return sql.SQL("""SELECT session_id, array_agg(e) AS entries FROM (
+            SELECT DISTINCT session_id, {entry} AS e
+            FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL AND ({where})) pairs
         GROUP BY session_id""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
                                         where=sql.SQL(where))
