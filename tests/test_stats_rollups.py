@@ -167,6 +167,21 @@ def test_bulk_load_needs_the_ranged_rebuild(env):
     assert _snapshot(conn) == before
 
 
+def test_ranged_rebuild_leaves_a_new_table_not_ready(env):
+    """A rollup added to a database that already has events holds nothing until a full rebuild;
+    a ranged rebuild fills only its range, so readers must keep ignoring the table."""
+    conn, table = env["conn"], "rollup_agg_total_5m"
+    conn.execute("UPDATE rollup_meta SET ready = false WHERE name = %s", (table,))
+    conn.execute(f"TRUNCATE {table}")
+    day = datetime(YEAR, 4, 3, tzinfo=UTC)
+    out = _rebuild(env, "--start", _z(day), "--end", _z(day + DAY))
+    assert "not ready" in out and table in out
+    assert conn.execute("SELECT ready FROM rollup_meta WHERE name = %s", (table,)).fetchone() == (False,)
+    out = _rebuild(env)
+    assert "not ready" not in out
+    assert conn.execute("SELECT ready FROM rollup_meta WHERE name = %s", (table,)).fetchone() == (True,)
+
+
 def test_events_posted_now_are_in_rollups_at_once(env):
     """The hook runs in the insert's own statement: no refresh lag, no window of disagreement."""
     client = env["client"]

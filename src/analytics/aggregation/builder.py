@@ -11,7 +11,7 @@ from psycopg import postgres, sql
 from psycopg.adapt import Dumper
 
 from ..rollups.catalog import DIMENSIONS
-from .buckets import iso
+from .buckets import labels_literal
 from .planner import Piece, Plan, Source
 from .query import StatsQuery
 
@@ -59,8 +59,7 @@ class Builder:
         self.g = [sql.Identifier(d) for d in q.group_by]          # output names
         self.bucketed = q.kind == "timeseries"
         if self.bucketed:
-            # ISO 8601 instants need no quoting inside an array literal.
-            self.labels_text = "{" + ",".join(iso(t, q.tz) for t in q.edges) + "}"
+            self.labels_text = labels_literal(q.edges, q.tz)
             self.edges = self.param(TimestamptzArray(self.labels_text), "timestamptz[]")
 
     # -- helpers --------------------------------------------------------------------------

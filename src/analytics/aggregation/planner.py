@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import reduce
+from functools import lru_cache, reduce
 from math import gcd
 
 from ..rollups.catalog import Family, families
@@ -76,7 +76,8 @@ def _at(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def _alignment(instants) -> int:
+@lru_cache(maxsize=64)
+def _alignment(instants: tuple[datetime, ...]) -> int:
     """The gcd of the instants' epoch microseconds: a grain divides every instant exactly when it
     divides this (0 when there are none). One pass, instead of one per candidate table."""
     return reduce(gcd, (_us(t) for t in instants), 0)
@@ -117,7 +118,7 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
     if q.force_raw:
         return _raw(kind, q)
     needed = set(q.group_by) | q.filters.dimensions()
-    interior = _alignment(q.edges[1:])
+    interior = _alignment(tuple(q.edges[1:]))
     best = None
     for fam in families(kind):
         if not needed <= set(fam.dims):

@@ -42,6 +42,9 @@ def main(argv: list[str]) -> int:
     for table, n in report.rows.items():
         ratio = f"{report.events / n:8.1f}x smaller" if n else ""
         print(f"  {table:32s} {n:>10d} rows {ratio}")
+    if report.not_ready:
+        print(f"not ready (created after events existed; readers ignore them until a full rebuild, "
+              f"without --start/--end): {', '.join(report.not_ready)}")
     return 0
 
 

@@ -24,8 +24,8 @@ DIMENSIONS: dict[str, str] = {
     "page": "page", "os": "os", "browser": "browser", "device": "device", "referrer": "referrer_host",
 }
 
-MINUTE, QUARTER, HOUR, DAY = 60, 900, 3600, 86400
-GRAIN_LABELS = {MINUTE: "1m", QUARTER: "15m", HOUR: "1h", DAY: "1d"}
+MINUTE, FIVE, QUARTER, HOUR, DAY = 60, 300, 900, 3600, 86400
+GRAIN_LABELS = {MINUTE: "1m", FIVE: "5m", QUARTER: "15m", HOUR: "1h", DAY: "1d"}
 SES_BASE = QUARTER  # session entries are kept at 15 minutes; session grains are multiples of it
 
 
@@ -52,7 +52,8 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     # additive
-    Family("agg", "total", (), (MINUTE, QUARTER, HOUR, DAY)),
+    # 5 minutes: the usual resolution of a 'last 24 hours' chart (288 rows instead of 1,440)
+    Family("agg", "total", (), (MINUTE, FIVE, QUARTER, HOUR, DAY)),
     Family("agg", "tech", ("os", "browser", "device"), (QUARTER, HOUR, DAY)),
     Family("agg", "page", ("page",), (HOUR, DAY), page_index=True),
     Family("agg", "reftech", ("referrer", "os", "browser", "device"), (HOUR, DAY)),

@@ -29,6 +29,7 @@ class RebuildReport:
     seconds: float = 0.0
     rows: dict[str, int] = field(default_factory=dict)
     events: int = 0
+    not_ready: list[str] = field(default_factory=list)  # still ignored by readers (ranged rebuild)
 
 
 def _day_floor(t: datetime) -> datetime:
@@ -107,10 +108,19 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
                 sql.SQL(", ").join(sql.Identifier(t) for t in [STATE_TABLE, *all_tables()])))
         _additive(conn, start, end)
         _sessions(conn, start, end)
-        conn.execute(sql.SQL("""INSERT INTO {meta} (name, ready, rebuilt_at)
-            SELECT t, true, now() FROM unnest(%s::text[]) AS t
-            ON CONFLICT (name) DO UPDATE SET ready = true, rebuilt_at = now()""").format(
-            meta=sql.Identifier(META_TABLE)), (all_tables(),))
+        if start is None:
+            conn.execute(sql.SQL("""INSERT INTO {meta} (name, ready, rebuilt_at)
+                SELECT t, true, now() FROM unnest(%s::text[]) AS t
+                ON CONFLICT (name) DO UPDATE SET ready = true, rebuilt_at = now()""").format(
+                meta=sql.Identifier(META_TABLE)), (all_tables(),))
+        else:
+            # A table that is not ready (created after events existed) holds nothing outside
+            # the range: only a full rebuild can make it ready.
+            conn.execute(sql.SQL("UPDATE {} SET rebuilt_at = now() WHERE ready AND name = ANY(%s)").format(
+                sql.Identifier(META_TABLE)), (all_tables(),))
+            report.not_ready = [r[0] for r in conn.execute(sql.SQL(
+                "SELECT name FROM {} WHERE NOT ready AND name = ANY(%s) ORDER BY name").format(
+                sql.Identifier(META_TABLE)), (all_tables(),))]
     conn.execute("ANALYZE " + ", ".join([STATE_TABLE, *all_tables()]))
     conn.commit()
     report.seconds = time.perf_counter() - t0
