@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -65,6 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")
         state.writer.start()
+        # Everything built so far (the app, its schemas, the libraries) lives as long as the
+        # process: keep it out of the cyclic collector's full passes, whose pauses showed in
+        # the single-event p99.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 import uuid
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .logging import request_id_var
+from .logging import access_log, request_id_var
 
-log = logging.getLogger("analytics.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -46,9 +44,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.access_log:
-                log.info("request", extra={
-                    "method": scope.get("method"), "path": scope.get("path"), "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2)})
+                access_log(scope.get("method"), scope.get("path"), status,
+                           round((time.perf_counter() - start) * 1000, 2), rid)
             request_id_var.reset(token)
 
 
