@@ -5,7 +5,9 @@ hot write path (the event writer owns that); read endpoints borrow a connection 
 """
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -24,6 +26,28 @@ def quote_ident(name: str) -> str:
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached right now; the HTTP layer turns this into a 503."""
+
+
+# Reads lend a connection that came back healthy within this many seconds without the
+# pool's check (a round trip, a tenth of a short dashboard answer). A database outage lasts
+# longer than this, so after one the connections are checked and replaced again; a read on a
+# connection broken in the meantime fails like any read during an outage (503). Writes always
+# check: the group-commit writer should not fail a batch on a stale connection.
+_READ_FRESH_S = 1.0
+_reading: contextvars.ContextVar[bool] = contextvars.ContextVar("analytics_reading", default=False)
+
+
+async def _check(conn: psycopg.AsyncConnection) -> None:
+    if _reading.get() and time.monotonic() - getattr(conn, "_analytics_ok_at", -1e9) < _READ_FRESH_S:
+        return
+    await AsyncConnectionPool.check_connection(conn)
+
+
+async def _returned(conn: psycopg.AsyncConnection) -> None:
+    """Pool reset hook: note when a connection last came back idle and usable."""
+    if conn.pgconn.status == psycopg.pq.ConnStatus.OK and \
+            conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn._analytics_ok_at = time.monotonic()  # type: ignore[attr-defined]
 
 
 def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None,
@@ -51,7 +75,8 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
         configure=configure,
         # Validate on checkout so that a pool survives a database restart without a restart
         # of its own: broken connections are discarded and replaced.
-        check=AsyncConnectionPool.check_connection,
+        check=_check,
+        reset=_returned,
         kwargs={"autocommit": False, "connect_timeout": max(1, int(settings.db_timeout)),
                 "application_name": "analytics-api"},
         reconnect_timeout=0,  # never give up reconnecting in the background
@@ -60,12 +85,18 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
 
 @asynccontextmanager
 async def connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
-    """Borrow a connection, mapping 'cannot reach the database' to DatabaseUnavailable."""
+    """Borrow a connection for a read, mapping 'cannot reach the database' to DatabaseUnavailable."""
+    token = _reading.set(True)
     try:
         async with pool.connection() as conn:
+            _reading.reset(token)
+            token = None
             yield conn
     except psycopg.errors.QueryCanceled:
         raise  # up, but the statement took too long: the HTTP layer says so (not an outage)
     except (PoolTimeout, psycopg.OperationalError) as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
+    finally:
+        if token is not None:
+            _reading.reset(token)
