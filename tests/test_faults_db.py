@@ -111,11 +111,15 @@ def test_database_down_and_back(proxied):
         assert first.status_code == 201, first.text
         ev_id = first.json()["id"]
         assert c.get("/api/events/", params={"pages": page}).status_code == 200
+        stats = {"page": page, "start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+        assert c.get("/api/v1/stats/totals", params=stats).status_code == 200
 
         proxy.cut()
         assert_503_json(*timed(c.post, "/api/events/", json={"page": page}))
         assert_503_json(*timed(c.get, "/api/events/", params={"pages": page}))
         assert_503_json(*timed(c.get, f"/api/events/{ev_id}/"))
+        assert_503_json(*timed(c.get, "/api/v1/stats/totals", params=stats))
+        assert_503_json(*timed(c.get, "/api/v1/stats/timeseries", params={**stats, "interval": "1 year"}))
         ready, elapsed = timed(c.get, "/readyz")
         assert ready.status_code == 503 and elapsed < HANG_BOUND_S
         assert ready.json()["database"] == "unreachable"
@@ -134,6 +138,8 @@ def test_database_down_and_back(proxied):
         assert agg.status_code == 200
         # The events refused with 503 were not stored behind the client's back.
         assert sum(b["count"] for b in agg.json()) == 2, (agg.json(), srv.log())
+        totals = poll(lambda: c.get("/api/v1/stats/totals", params=stats), lambda r: r.status_code == 200)
+        assert totals.json()["results"][0]["events"] == 2
     # The same process answered throughout: no worker restart, master alive.
     assert srv.proc.poll() is None
     assert worker_pids(srv) == pids
@@ -191,6 +197,7 @@ def test_silent_network_partition_is_bounded(proxied):
         assert_503_json(*timed(c.post, "/api/events/", json={"page": "/partition"}))
         assert_503_json(*timed(c.get, "/api/events/", params={"pages": "/partition"}))
         assert_503_json(*timed(c.get, f"/api/events/{first.json()['id']}/"))
+        assert_503_json(*timed(c.get, "/api/v1/stats/totals", params={"page": "/partition"}))
         ready, elapsed = timed(c.get, "/readyz")
         assert ready.status_code == 503 and elapsed < HANG_BOUND_S
         assert c.get("/healthz").status_code == 200

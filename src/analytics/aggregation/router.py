@@ -168,6 +168,40 @@ async def totals(request: Request):
     return await _respond("totals", request, parse_params(request))
 
 
+class StatsFastPath:
+    """GET /api/v1/stats/{timeseries,breakdown,totals} straight from the middleware stack, past
+    FastAPI's exception, exit-stack, routing and request/response layers (as the single-event
+    POST is served): on a 3 ms dashboard answer those layers were a sixth of a worker's CPU.
+    Install it innermost; the app's exception handlers still shape every error (422, 503, 500).
+    The routes below serve the same requests if it is not installed."""
+
+    KINDS = {f"/api/v1/stats/{k}": k for k in ("timeseries", "breakdown", "totals")}
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        kind = self.KINDS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if kind is None:
+            return await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        try:
+            response = await _respond(kind, request, parse_params(request))
+        except Exception as exc:  # noqa: BLE001 - shaped by the app's own handlers
+            handler = _handler_for(scope["app"].exception_handlers, exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def _handler_for(handlers: dict, exc: Exception):
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
 # Documented: the same endpoints with their typed parameters, for the OpenAPI schema
 # (main.py adds these routes to it). Mounted instead of the ones above they answer the same.
 documented = APIRouter(prefix="/api/v1/stats", tags=["stats"])
