@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from .pipeline import Enricher, EventRecord, InvalidEvent
 from .schemas import NUL_MESSAGE, EventCreateSchema, fields_with_nul
@@ -151,6 +151,30 @@ def validate(parsed: ParsedBatch, enricher: Enricher,
     if errors:
         raise BodyRejected(422, "validation_error", errors)
     return records
+
+
+_BATCH = TypeAdapter(list[EventCreateSchema])
+
+
+def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enricher) -> list[EventRecord]:
+    """Records for a batch body, or BodyRejected.
+
+    A JSON array is first parsed and validated in one call (pydantic's own JSON parser, no
+    Python dicts: about twice as fast as json.loads plus a validation per item). Anything that
+    call refuses, and NDJSON, goes the item-by-item way, which writes the 422 or 413."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in NDJSON_TYPES and not _maybe_nul(body):
+        try:
+            events = _BATCH.validate_json(body)
+        except ValueError:  # ValidationError included
+            events = None
+        if events and len(events) <= max_events:
+            now = datetime.now(timezone.utc)
+            try:
+                return [enricher.to_record(ev, now) for ev in events]
+            except InvalidEvent:
+                pass
+    return validate(parse_body(body, content_type, max_events), enricher)
 
 
 def parse_event(body: bytes, enricher: Enricher) -> EventRecord:

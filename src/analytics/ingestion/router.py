@@ -113,9 +113,8 @@ async def create_events_batch(request: Request):
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
     try:
-        parsed = bodies.parse_body(await request.body(), request.headers.get("content-type", ""),
-                                       state.settings.batch_max_events)
-        records = bodies.validate(parsed, state.enricher)
+        records = bodies.batch_records(await request.body(), request.headers.get("content-type", ""),
+                                       state.settings.batch_max_events, state.enricher)
     except bodies.BodyRejected as exc:
         return _rejected(exc)
     try:
