@@ -107,6 +107,24 @@ def test_every_bad_item_is_listed(client, db):
     assert count(db, [i["id"] for i in items if isinstance(i, dict)]) == 0
 
 
+def test_item_valid_in_shape_but_outside_the_time_window(client, db):
+    """Every item passes the model (the one-call parse succeeds); one fails the Enricher's time
+    window: still a 422 naming it, and nothing written."""
+    now = datetime.now(timezone.utc)
+    items = [keyed() for _ in range(6)]
+    items[4]["time"] = (now - timedelta(days=400)).isoformat()
+    r = client.post("/api/events/batch", json=items)
+    assert r.status_code == 422, r.text
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", 4, "time"]]
+    assert count(db, [i["id"] for i in items]) == 0
+    # An escaped NUL takes the item-by-item path too, and is named.
+    items = [keyed() for _ in range(3)]
+    items[1]["referrer"] = "https://x\x00.example"
+    r = client.post("/api/events/batch", json=items)
+    assert r.status_code == 422 and [e["loc"] for e in r.json()["detail"]] == [["body", 1, "referrer"]]
+    assert count(db, [i["id"] for i in items]) == 0
+
+
 def test_ndjson_bad_item_names_index_and_line(client, db):
     items = [keyed() for _ in range(5)]
     items[3]["session_id"] = 12
