@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 
 from .aggregation import router as stats_router
 from .aggregation import seed_api
@@ -33,19 +32,6 @@ log = logging.getLogger("analytics")
 
 # Paths that work without the database.
 _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
-
-
-def _document_stats(app: FastAPI) -> None:
-    """The stats endpoints parse their parameters themselves (aggregation/router.py); the schema
-    shows their typed twins, which take the same parameters and give the same answers."""
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            app.openapi_schema = get_openapi(
-                title=app.title, version=app.version, description=app.description,
-                routes=[*app.routes, *stats_router.documented.routes])
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -106,7 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
-    _document_stats(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # CORS outside the body limit, so that a browser tracker can read a 413 too.
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

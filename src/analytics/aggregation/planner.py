@@ -118,7 +118,7 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
     if q.force_raw:
         return _raw(kind, q)
     needed = set(q.group_by) | q.filters.dimensions()
-    interior = _alignment(tuple(q.edges[1:]))
+    interior = _alignment(q.edges[1:])
     best = None
     for fam in families(kind):
         if not needed <= set(fam.dims):

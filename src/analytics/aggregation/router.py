@@ -57,7 +57,7 @@ _ALLOWED = set(_SIGNATURE.parameters)
 
 
 async def stats_params(**values) -> StatsParams:
-    """StatsParams as a FastAPI dependency (what the OpenAPI schema documents)."""
+    """StatsParams as an async FastAPI dependency (a class dependency runs in the thread pool)."""
     return StatsParams(**values)
 
 
@@ -152,28 +152,13 @@ async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
                     headers={"X-Cache": "hit" if ans.cached else "miss"})
 
 
-# Served: the parameters are parsed by parse_params (above).
-@router.get("/timeseries", include_in_schema=False)
-async def timeseries(request: Request):
-    return await _respond("timeseries", request, parse_params(request))
-
-
-@router.get("/breakdown", include_in_schema=False)
-async def breakdown(request: Request):
-    return await _respond("breakdown", request, parse_params(request))
-
-
-@router.get("/totals", include_in_schema=False)
-async def totals(request: Request):
-    return await _respond("totals", request, parse_params(request))
-
-
 class StatsFastPath:
     """GET /api/v1/stats/{timeseries,breakdown,totals} straight from the middleware stack, past
     FastAPI's exception, exit-stack, routing and request/response layers (as the single-event
     POST is served): on a 3 ms dashboard answer those layers were a sixth of a worker's CPU.
     Install it innermost; the app's exception handlers still shape every error (422, 503, 500).
-    The routes below serve the same requests if it is not installed."""
+    The routes below document these endpoints and serve what it lets through (HEAD, or all of
+    it if it is not installed)."""
 
     KINDS = {f"/api/v1/stats/{k}": k for k in ("timeseries", "breakdown", "totals")}
 
@@ -202,21 +187,18 @@ def _handler_for(handlers: dict, exc: Exception):
     return None
 
 
-# Documented: the same endpoints with their typed parameters, for the OpenAPI schema
-# (main.py adds these routes to it). Mounted instead of the ones above they answer the same.
-documented = APIRouter(prefix="/api/v1/stats", tags=["stats"])
-
-
-@documented.get("/timeseries", **_DOC, summary="One row per bucket (and group), zero-filled")
-async def timeseries_documented(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
+# The endpoints with their typed parameters (the OpenAPI schema). GET requests are answered
+# by StatsFastPath before they get here.
+@router.get("/timeseries", **_DOC, summary="One row per bucket (and group), zero-filled")
+async def timeseries(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
     return await _respond("timeseries", request, p)
 
 
-@documented.get("/breakdown", **_DOC, summary="One row per group over the range, ordered and paged")
-async def breakdown_documented(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
+@router.get("/breakdown", **_DOC, summary="One row per group over the range, ordered and paged")
+async def breakdown(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
     return await _respond("breakdown", request, p)
 
 
-@documented.get("/totals", **_DOC, summary="The metrics over the range (optionally vs the previous period)")
-async def totals_documented(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
+@router.get("/totals", **_DOC, summary="The metrics over the range (optionally vs the previous period)")
+async def totals(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
     return await _respond("totals", request, p)

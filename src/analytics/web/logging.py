@@ -12,17 +12,18 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
+def _head(ts: datetime, level: str, logger: str, msg: str, request_id: str) -> dict:
+    """The fields every JSON line starts with."""
+    out = {"ts": ts.isoformat(timespec="milliseconds"), "level": level, "logger": logger, "msg": msg}
+    if request_id:
+        out["request_id"] = request_id
+    return out
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        rid = request_id_var.get()
-        if rid:
-            out["request_id"] = rid
+        out = _head(datetime.fromtimestamp(record.created, timezone.utc), record.levelname.lower(),
+                    record.name, record.getMessage(), request_id_var.get())
         for k, v in vars(record).items():
             if k not in _STD and not k.startswith("_"):
                 out[k] = v
@@ -46,10 +47,7 @@ def access_log(method: str, path: str, status: int, duration_ms: float, request_
         _ACCESS.info("request", extra={"method": method, "path": path, "status": status,
                                        "duration_ms": duration_ms})
         return
-    out = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": "info",
-           "logger": "analytics.access", "msg": "request"}
-    if request_id:
-        out["request_id"] = request_id
+    out = _head(datetime.now(timezone.utc), "info", "analytics.access", "request", request_id)
     out.update(method=method, path=path, status=status, duration_ms=duration_ms)
     line = json.dumps(out, default=str) + handler.terminator
     handler.acquire()
