@@ -18,30 +18,18 @@ from .query import StatsQuery
 _ALL = sql.SQL
 
 
-class TimestamptzArray(str):
-    """A timestamptz[] written as its text literal, sent typed: psycopg's list dumper (a Python
-    loop per element) was a sixth of a worker's CPU for a 288-bucket answer. (Sent as text and
-    cast in SQL instead, the cast is re-evaluated per row: text -> timestamptz is only stable.)"""
-
-
 class TextArray(str):
-    """A text[] written as its text literal (see TimestamptzArray)."""
+    """A text[] written as its text literal, sent typed: psycopg's list dumper (a Python loop per
+    element) was a sixth of a worker's CPU for a 288-bucket answer."""
 
 
-class _LiteralDumper(Dumper):
+class _TextArrayDumper(Dumper):
+    oid = postgres.types["text"].array_oid
+
     def dump(self, obj: str) -> bytes:
         return obj.encode()
 
 
-class _TimestamptzArrayDumper(_LiteralDumper):
-    oid = postgres.types["timestamptz"].array_oid
-
-
-class _TextArrayDumper(_LiteralDumper):
-    oid = postgres.types["text"].array_oid
-
-
-postgres.adapters.register_dumper(TimestamptzArray, _TimestamptzArrayDumper)
 postgres.adapters.register_dumper(TextArray, _TextArrayDumper)
 
 
@@ -59,8 +47,11 @@ class Builder:
         self.g = [sql.Identifier(d) for d in q.group_by]          # output names
         self.bucketed = q.kind == "timeseries"
         if self.bucketed:
-            self.labels_text = labels_literal(q.edges, q.tz)
-            self.edges = self.param(TimestamptzArray(self.labels_text), "timestamptz[]")
+            # The bucket labels (ISO 8601 with the zone's offsets) are sent once; the edges are
+            # the same literal cast once per statement (an InitPlan: text -> timestamptz is
+            # only stable, so a bare cast would be re-evaluated per row).
+            self.labels = self.param(TextArray(labels_literal(q.edges, q.tz)), "text[]")
+            self.edges = _ALL("(SELECT {}::timestamptz[])").format(self.labels)
 
     # -- helpers --------------------------------------------------------------------------
     def param(self, value, cast: str | None = None) -> sql.Composable:
@@ -190,8 +181,7 @@ class Builder:
         """One JSON object per row, concatenated (several times faster than json_build_object)."""
         items = []
         if bucket:
-            labels = self.param(TextArray(self.labels_text), "text[]")
-            items.append(_ALL("""'"bucket":"' || ({})[{}.b] || '"'""").format(labels, _ALL(alias)))
+            items.append(_ALL("""'"bucket":"' || {}.label || '"'""").format(_ALL(alias)))
         for d in self.q.group_by:
             items.append(_ALL("{} || to_json({}.{})::text").format(
                 sql.Literal(f'"{d}":'), _ALL(alias), sql.Identifier(d)))
@@ -216,18 +206,21 @@ class Builder:
 
     def timeseries(self, plan: Plan) -> sql.Composable:
         """Zero-filled rows: every bucket, and for each group present (or the chosen groups) every bucket."""
-        n = self.param(len(self.q.edges), "int")
+        # Bucket b with its label, from the labels array: subscripting it per row instead walks
+        # the array from its start each time (text elements have no fixed width).
+        buckets = _ALL("""(SELECT b::int AS b, label FROM unnest({}) WITH ORDINALITY AS l(label, b)
+            WHERE b <= {})""").format(self.labels, self.param(len(self.q.edges), "int"))
         if not self.g:
-            grid = _ALL("SELECT b, 0 AS rank FROM generate_series(1, {}) AS b").format(n)
+            grid = _ALL("SELECT b, label, 0 AS rank FROM {} bl").format(buckets)
         elif self.groups is None:
-            grid = _ALL("""SELECT b{g}, gr.rank FROM generate_series(1, {n}) AS b CROSS JOIN (
+            grid = _ALL("""SELECT b, label{g}, gr.rank FROM {bl} bl CROSS JOIN (
                 SELECT {gl}, row_number() OVER (ORDER BY {go}) AS rank FROM (SELECT DISTINCT {gl} FROM m) d) gr""").format(
-                g=self._gnames("gr"), n=n, gl=_ALL(", ").join(self.g),
+                g=self._gnames("gr"), bl=buckets, gl=_ALL(", ").join(self.g),
                 go=_ALL(", ").join(_ALL('d.{} COLLATE "C"').format(g) for g in self.g))
         else:
-            grid = _ALL("""SELECT b{g}, gr.rank FROM generate_series(1, {n}) AS b
+            grid = _ALL("""SELECT b, label{g}, gr.rank FROM {bl} bl
                 CROSS JOIN unnest({arrays}) WITH ORDINALITY AS gr({gl}, rank)""").format(
-                g=self._gnames("gr"), n=n, arrays=self._group_arrays(), gl=_ALL(", ").join(self.g))
+                g=self._gnames("gr"), bl=buckets, arrays=self._group_arrays(), gl=_ALL(", ").join(self.g))
         return _ALL("""{merged},
             grid AS ({grid})
             SELECT coalesce('[' || string_agg({row}, ',' ORDER BY grid.b, grid.rank) || ']', '[]'), count(*)
