@@ -31,7 +31,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,7 +207,7 @@ def _explain(url: str, q: dict, end: datetime) -> None:
             groups = [tuple(r[d] for d in sq.group_by) for r in json.loads(text)]
         pl = plan(sq, ready)
         b = Builder(sq, groups)
-        rows = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + b.statement(pl), b.params,
+        rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + b.statement(pl), b.params,
                             prepare=False).fetchall()
     print(f"\n--- EXPLAIN ANALYZE: {q['name']} ({pl.agg.label})")
     for (line,) in rows:
