@@ -9,7 +9,10 @@
 3. The service started by its production command (gunicorn, 2 workers) with the answer cache
    off (STATS_CACHE_TTL_SECONDS=0): every request below reaches the database.
 4. Each question R times over HTTP (median, p95), then the raw time_bucket GROUP BY for the same
-   question straight over psycopg (no HTTP or JSON cost on that side), in the same run.
+   question straight over psycopg (no HTTP or JSON cost on that side), in the same run. The
+   HTTP client is one keep-alive connection of the standard library's http.client: httpx spent
+   0.3-1 ms of its own Python per request, which a browser's fetch does not. The table's first
+   line is that client's floor, GET /healthz (no database).
 5. The ingest cost of the rollup hooks: a COPY of --ingest-rows rows through insert_events with
    and without them, in a throwaway schema.
 """
@@ -29,7 +32,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
+import http.client
+import urllib.parse
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -151,17 +155,42 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(p * (len(xs) - 1))))]
 
 
-def _time_http(client: httpx.Client, q: dict, reps: int) -> tuple[list[float], dict]:
-    r = client.get(q["path"], params=q["params"])  # warm-up (connections, plans); not counted
-    r.raise_for_status()
+class _Client:
+    """One keep-alive HTTP/1.1 connection: the least client time per request (see the docstring)."""
+
+    def __init__(self, base_url: str) -> None:
+        u = urllib.parse.urlsplit(base_url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+
+    def get(self, path: str, params: dict | None = None) -> tuple[int, bytes]:
+        if params:
+            path += "?" + urllib.parse.urlencode(params, doseq=True)
+        try:
+            self.conn.request("GET", path)
+            r = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            # The server closes idle keep-alive connections (while the raw side runs): reconnect.
+            self.conn.close()
+            self.conn.request("GET", path)
+            r = self.conn.getresponse()
+        return r.status, r.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _time_http(client: _Client, q: dict, reps: int) -> tuple[list[float], object]:
+    status, body = client.get(q["path"], q.get("params"))  # warm-up (connections, plans); not counted
+    if status != 200:
+        raise SystemExit(f"{q['path']}: HTTP {status}: {body[:500]!r}")
     out = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        r = client.get(q["path"], params=q["params"])
+        status, body = client.get(q["path"], q.get("params"))
         out.append((time.perf_counter() - t0) * 1000)
-        r.raise_for_status()
-    body = r.json()
-    return out, body
+        if status != 200:
+            raise SystemExit(f"{q['path']}: HTTP {status}: {body[:500]!r}")
+    return out, json.loads(body)
 
 
 def _time_raw(url: str, q: dict, reps: int) -> list[float]:
@@ -273,6 +302,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--schema", default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each statement")
     ap.add_argument("--ingest-rows", type=int, default=200_000, help="0 to skip the ingest-overhead part")
+    ap.add_argument("--only", default="", help="only the questions whose name contains this text")
     args = ap.parse_args(argv)
 
     from support import Server
@@ -289,27 +319,33 @@ def main(argv: list[str]) -> int:
             conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
             (n, last) = conn.execute("SELECT count(*), max(time) FROM events").fetchone()
         end = last.replace(hour=0, minute=0, second=0, microsecond=0)  # the last whole UTC day
+        questions = [q for q in _questions(end) if args.only in q["name"]]
         srv = Server(url, SCHEMA, workers=2, env={"STATS_CACHE_TTL_SECONDS": "0", "LOG_LEVEL": "WARNING"},
                      log_path=Path(f"/tmp/bench-query-{os.getpid()}.log")).start()
         rows = []
         try:
-            with httpx.Client(base_url=srv.url, timeout=120) as client:
-                for q in _questions(end):
+            client = _Client(srv.url)
+            try:
+                floor, _ = _time_http(client, {"path": "/healthz"}, args.reps)
+                for q in questions:
                     api, body = _time_http(client, q, args.reps)
                     raw = _time_raw(url, q, args.raw_reps)
                     source = body["meta"]["source"] if isinstance(body, dict) else "rollup (seed)"
                     rows.append((q["name"], api, raw, source))
                     print(f"  measured: {q['name']}", flush=True)
+            finally:
+                client.close()
         finally:
             srv.stop()
         print(f"\nquery benchmark: {n:,} events over {args.days} days; API over HTTP "
               f"({args.reps} requests, cache off, gunicorn 2 workers) vs raw SQL ({args.raw_reps} runs)")
         print(f"{'question':38s} {'API med':>8s} {'API p95':>8s} {'raw med':>9s} {'raw p95':>9s} {'ratio':>7s}  source")
+        print(f"{'(HTTP floor: GET /healthz)':38s} {statistics.median(floor):7.1f}ms {_pct(floor, 0.95):7.1f}ms")
         for name, api, raw, source in rows:
             am, ap95, rm, rp95 = statistics.median(api), _pct(api, 0.95), statistics.median(raw), _pct(raw, 0.95)
             print(f"{name:38s} {am:7.1f}ms {ap95:7.1f}ms {rm:8.0f}ms {rp95:8.0f}ms {rm / am:6.0f}x  {source}")
         if args.explain:
-            for q in _questions(end):
+            for q in questions:
                 _explain(url, q, end)
         if args.ingest_rows:
             _ingest_overhead(url, args.ingest_rows)
