@@ -54,6 +54,7 @@ class Server:
     def __init__(self, database_url: str, schema: str, *, workers: int = 1,
                  env: dict | None = None, log_path: Path | None = None, app: str = "main:app") -> None:
         self.app = app  # the WSGI/ASGI target gunicorn loads (the benchmarks run other apps)
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": schema,
@@ -72,17 +73,28 @@ class Server:
         return self
 
     def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> None:
+        """Until `path` answers 200; for /readyz, from every worker (each says its pid), since a
+        test that then locks a table must not catch a worker still creating its schema."""
         deadline = time.monotonic() + timeout
+        ready_pids: set[int] = set()
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                r = httpx.get(self.url + path, timeout=2)  # a new connection: any worker may take it
+                if r.status_code == 200:
+                    pid = (r.json().get("writer") or {}).get("pid") if path == "/readyz" else None
+                    if pid is None:
+                        return
+                    ready_pids.add(pid)
+                    if len(ready_pids) >= self.workers:
+                        return
+                    time.sleep(0.02)
+                    continue
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"server not ready in {timeout}s:\n{self.log()}")
+        raise TimeoutError(f"server not ready in {timeout}s (ready workers: {sorted(ready_pids)}):\n{self.log()}")
 
     def log(self) -> str:
         try:

@@ -266,7 +266,8 @@ def test_sigterm_flushes_and_answers_accepted_events(db_url, own_schema, servers
             futures = [pool.submit(post, i) for i in ids]
             lock.wait_for_waiters()
             time.sleep(0.5)  # let the other requests reach the queue
-            assert not any(f.done() for f in futures)
+            early = [f.exception() or f.result() for f in futures if f.done()]
+            assert not early, [getattr(r, "text", repr(r)) for r in early]
             os.kill(srv.proc.pid, signal.SIGTERM)  # as a container stop does: the master only
             time.sleep(1.0)
             assert srv.proc.poll() is None, "the server exited with requests in flight"
