@@ -182,6 +182,32 @@ def test_ranged_rebuild_leaves_a_new_table_not_ready(env):
     assert conn.execute("SELECT ready FROM rollup_meta WHERE name = %s", (table,)).fetchone() == (True,)
 
 
+def test_ranged_rebuild_after_deleting_events(env):
+    """A repair that deletes events: the ranged rebuild of their day recomputes the sessions
+    they belonged to (one left without any event loses its state) and leaves exactly what a
+    full rebuild leaves."""
+    client, conn = env["client"], env["conn"]
+    day = datetime(YEAR, 3, 15, tzinfo=UTC)
+    gone = f"gone-{uuid.uuid4().hex[:6]}"
+    ref.post_batches(client, [{"page": "/gone", "time": _z(day + timedelta(hours=h)), "session_id": gone}
+                              for h in (1, 2, 3)])
+    assert conn.execute("SELECT count(*) FROM rollup_sessions WHERE session_id = %s", (gone,)).fetchone() == (1,)
+    (partial,) = conn.execute("""SELECT count(DISTINCT session_id) FROM events
+        WHERE time >= %s AND time < %s AND session_id LIKE '%%1'""", (day, day + DAY)).fetchone()
+    assert partial > 0
+    conn.execute("""DELETE FROM events WHERE time >= %s AND time < %s
+                    AND (session_id = %s OR session_id LIKE '%%1')""", (day, day + DAY, gone))
+    _rebuild(env, "--start", _z(day + timedelta(hours=5)), "--end", _z(day + timedelta(hours=6)))
+    assert conn.execute("SELECT count(*) FROM rollup_sessions WHERE session_id = %s", (gone,)).fetchone() == (0,)
+    params = {"start": _z(day - DAY), "end": _z(day + 2 * DAY), "group_by": "page", "limit": 1000,
+              "metrics": ["events", "unique_sessions", "median_duration"]}
+    assert (client.get("/api/v1/stats/breakdown", params=params).json()["results"]
+            == client.get("/api/v1/stats/breakdown", params={**params, "source": "raw"}).json()["results"])
+    after_ranged = _snapshot(conn)
+    _rebuild(env)
+    assert _snapshot(conn) == after_ranged
+
+
 def test_events_posted_now_are_in_rollups_at_once(env):
     """The hook runs in the insert's own statement: no refresh lag, no window of disagreement."""
     client = env["client"]

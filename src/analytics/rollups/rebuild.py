@@ -80,12 +80,16 @@ def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | 
                                                           AND split_part(e, '|', 1)::bigint < %s)""").format(
         r=_range("time", start, end), state=sql.Identifier(STATE_TABLE)), (lo, hi))
     conn.execute("ANALYZE rebuild_sessions")
-    conn.execute(upsert_state_sql(entries_from(
-        "events", "session_id IN (SELECT session_id FROM rebuild_sessions)"), replace=True))
+    # Their entries from one scan of events (no index on session_id: a scan either way), kept
+    # for both steps below; a second scan to find the sessions left without events took 6 s
+    # of a 1-day rebuild at 10M events, with writers waiting on the lock.
+    conn.execute(sql.SQL("CREATE TEMP TABLE rebuild_entries ON COMMIT DROP AS {}").format(entries_from(
+        "events", "session_id IN (SELECT session_id FROM rebuild_sessions)")))
+    conn.execute(upsert_state_sql(sql.SQL("SELECT session_id, entries FROM rebuild_entries"), replace=True))
     # Sessions left without any human event lose their state (the delete trigger takes them out).
     conn.execute(sql.SQL("""DELETE FROM {state} s USING rebuild_sessions r
-        WHERE s.session_id = r.session_id AND NOT EXISTS (
-            SELECT 1 FROM events e WHERE e.session_id = r.session_id AND NOT e.is_bot)""").format(
+        WHERE s.session_id = r.session_id
+          AND NOT EXISTS (SELECT 1 FROM rebuild_entries x WHERE x.session_id = r.session_id)""").format(
         state=sql.Identifier(STATE_TABLE)))
 
 
