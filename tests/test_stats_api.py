@@ -362,3 +362,16 @@ def test_seed_endpoint_through_rollups_equals_raw(stats):
         durations = want[(datetime.fromisoformat(r["bucket"]).replace(tzinfo=UTC), r["page"], r["operating_system"])]
         assert r["count"] == len(durations)
         assert ref.approx_equal(r["avg_duration"], sum(durations) / len(durations))
+
+
+@pytest.mark.parametrize("name", ["page; DROP TABLE events", "Page", "p%s", 'os"', ""])
+def test_statements_refuse_names_that_are_not_ours(name):
+    """Request values travel as parameters; only our own lower-case names are written into a
+    statement's text, and anything else is refused there too (defence in depth)."""
+    from analytics.aggregation.builder import ident, json_key
+
+    with pytest.raises(ValueError):
+        ident(name)
+    with pytest.raises(ValueError):
+        json_key(name)
+    assert ident("referrer_host") == '"referrer_host"' and json_key("p95_duration") == """'"p95_duration":'"""
