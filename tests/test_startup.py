@@ -88,6 +88,45 @@ def test_startup_twice_in_turn_keeps_data(db_url):
         drop_schema(db_url, schema)
 
 
+def test_restart_while_events_is_locked_is_ready_at_once(db_url):
+    """The DDL ran once and is recorded: a worker that starts while something holds a lock on
+    events (a long ALTER, an operator's LOCK TABLE) has nothing to wait for and serves reads.
+    Re-running it would wait for that lock, answering 503 all along."""
+    schema = new_schema_name("locked")
+    try:
+        with running(Server(db_url, schema)) as a:
+            kept = post_and_get(a.url, "/before-lock")
+        with connect(db_url, schema) as lock:
+            lock.autocommit = False
+            lock.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # writes wait, reads go on
+            with running(Server(db_url, schema), timeout=30) as b:
+                with httpx.Client(base_url=b.url, timeout=30) as c:
+                    assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-lock"
+            lock.rollback()
+    finally:
+        drop_schema(db_url, schema)
+
+
+def test_changed_ddl_runs_again(db_url):
+    """A stored digest that differs from the service's DDL (a new version) runs the DDL again:
+    here it recreates an index dropped behind the service's back."""
+    schema = new_schema_name("ddl")
+    try:
+        with running(Server(db_url, schema)):
+            pass
+        with connect(db_url, schema) as conn:
+            conn.execute("DROP INDEX events_page_time_idx")
+            conn.execute("UPDATE schema_ddl SET sha256 = 'an older version'")
+        with running(Server(db_url, schema)):
+            pass
+        with connect(db_url, schema) as conn:
+            assert conn.execute("SELECT to_regclass('events_page_time_idx') IS NOT NULL").fetchone() == (True,)
+            (sha,) = conn.execute("SELECT sha256 FROM schema_ddl").fetchone()
+            assert len(sha) == 64 and sha != "an older version"
+    finally:
+        drop_schema(db_url, schema)
+
+
 def test_two_servers_racing_on_a_fresh_schema(db_url, tmp_path):
     schema = new_schema_name("race")
     servers = [Server(db_url, schema, workers=2, log_path=tmp_path / f"s{i}.log") for i in range(2)]

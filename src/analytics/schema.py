@@ -3,10 +3,17 @@
 The events table is a hypertable partitioned on `time`. Everything derived from the user agent
 (os, browser, device, is_bot) and the referrer host is computed once at write time, so readers
 never classify strings.
+
+The DDL runs only when it changed: its SHA-256 is stored with it (table `schema_ddl`), and a
+worker that finds the same digest reads nothing else. `CREATE INDEX IF NOT EXISTS` and
+`CREATE OR REPLACE TRIGGER` lock their tables even when there is nothing to do, so running them
+on every start paused writes on each worker start, and a worker started while anything held a
+lock on events waited for it, answering 503 meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -76,20 +83,57 @@ async def detect_edition(conn: psycopg.AsyncConnection) -> DatabaseInfo:
     return DatabaseInfo(timescaledb_version=row[0], license=(row[1] or "apache"))
 
 
+DDL_TABLE = "schema_ddl"
+
+
+def _ddl_table_sql(schema: str) -> list[sql.Composable]:
+    t = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(DDL_TABLE))
+    return [sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+                one boolean PRIMARY KEY DEFAULT true CHECK (one),
+                sha256 text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())""").format(t),
+            sql.SQL("""INSERT INTO {} (sha256) VALUES (%(sha)s)
+                ON CONFLICT (one) DO UPDATE SET sha256 = excluded.sha256, applied_at = now()""").format(t)]
+
+
+async def _applied(conn: psycopg.AsyncConnection, schema: str, digest: str) -> bool:
+    """Whether this exact DDL was applied (no lock on any table of ours: a catalog lookup and
+    one row)."""
+    name = f"{quote_ident(schema)}.{quote_ident(DDL_TABLE)}"
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+    if not (await cur.fetchone())[0]:
+        return False
+    cur = await conn.execute(sql.SQL("SELECT sha256 FROM {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(DDL_TABLE)))
+    row = await cur.fetchone()
+    return row is not None and row[0] == digest
+
+
 async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings,
                     extra_ddl: list[sql.Composable] | None = None) -> DatabaseInfo:
-    """Create the extension, the events hypertable and its indexes (idempotent)."""
+    """Create the extension, the events hypertable and its indexes, and `extra_ddl` (idempotent);
+    skipped when the same DDL was applied before."""
+    schema = settings.db_schema
+    ddl = events_ddl(schema, settings.events_chunk_interval) + list(extra_ddl or [])
+    digest = hashlib.sha256("\n;\n".join(stmt.as_string(conn) for stmt in ddl).encode()).hexdigest()
     await conn.set_autocommit(False)
     async with conn.transaction():
+        if await _applied(conn, schema, digest):
+            return await detect_edition(conn)
+    async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
+        if await _applied(conn, schema, digest):  # another worker did it while we waited
+            return await detect_edition(conn)
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (settings.db_schema,))
+        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         schema_exists = await cur.fetchone() is not None
-        for stmt in events_ddl(settings.db_schema, settings.events_chunk_interval,
-                               create_schema=not schema_exists):
+        for stmt in events_ddl(schema, settings.events_chunk_interval, create_schema=not schema_exists):
             await conn.execute(stmt)
         for stmt in extra_ddl or []:
             await conn.execute(stmt)
+        create, record = _ddl_table_sql(schema)
+        await conn.execute(create)
+        await conn.execute(record, {"sha": digest})
         info = await detect_edition(conn)
     return info
 
