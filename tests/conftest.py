@@ -19,17 +19,35 @@ def db_url() -> str:
     return database_url()
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_paths: run the module's tests against a server with "
+                                       "the fast paths on and one with them off (FAST_PATHS=false)")
+
+
+def pytest_generate_tests(metafunc):
+    # API tests run through both ways a route can be served: the fast path must behave exactly
+    # as the route it is built from (web/fastpath.py).
+    if "api_mode" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_paths"):
+        metafunc.parametrize("api_mode", ["fast", "plain"], indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def schema(db_url):
-    name = new_schema_name()
+def api_mode(request) -> str:
+    """'fast' (the production setting) or 'plain' (every route through FastAPI's routing)."""
+    return getattr(request, "param", "fast")
+
+
+@pytest.fixture(scope="session")
+def schema(db_url, api_mode):
+    name = new_schema_name(f"test_{api_mode}")
     yield name
     drop_schema(db_url, name)
 
 
 @pytest.fixture(scope="session")
-def server(db_url, schema):
-    """One production-style server for the whole run (gunicorn, one uvicorn worker)."""
-    srv = Server(db_url, schema).start()
+def server(db_url, schema, api_mode):
+    """One production-style server per mode for the whole run (gunicorn, one uvicorn worker)."""
+    srv = Server(db_url, schema, env={"FAST_PATHS": str(api_mode == "fast").lower()}).start()
     yield srv
     srv.stop()
 

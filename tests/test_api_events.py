@@ -15,6 +15,8 @@ import pytest
 from analytics.aggregation.seed_api import DEFAULT_LOOKUP_PAGES
 from support import Server, connect, drop_schema, new_schema_name
 
+pytestmark = pytest.mark.both_paths
+
 EVENT_FIELDS = {"id", "time", "page", "ip_address", "user_agent", "referrer", "session_id",
                 "duration", "description", "os", "browser", "device", "is_bot"}
 BUCKET_FIELDS = {"bucket", "page", "operating_system", "avg_duration", "count"}

@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+pytestmark = pytest.mark.both_paths
+
 DB_WORDS = ("psycopg", "SQL", "syntax", "relation", "Traceback")
 
 

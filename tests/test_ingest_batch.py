@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+pytestmark = pytest.mark.both_paths
+
 NDJSON = {"content-type": "application/x-ndjson"}
 
 

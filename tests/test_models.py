@@ -1,10 +1,13 @@
 """The SQLModel class for notebooks must describe the table the service actually creates."""
+import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
 from timescaledb import create_engine
 from timescaledb.hyperfunctions import time_bucket
 
 from analytics.models import Event, sqlalchemy_url
+
+pytestmark = pytest.mark.both_paths
 
 
 def test_model_matches_table(db):

@@ -16,6 +16,8 @@ from pydantic import TypeAdapter
 from analytics.aggregation.seed_api import EventBucketSchema
 from analytics.aggregation.seed_reader import _RENDER
 
+pytestmark = pytest.mark.both_paths
+
 FLOATS = [0.0, 1.0, 12.0, 12.5, 1 / 3, 2 / 3, 0.1 + 0.2, 5e-05, 1.5e-07, 123456789.123, 2.0 ** 31,
           1e15, 9.999999999999998e15, 4503599627370497.0, 86399.99999999999, 1e-4, 0.0001234]
 PAGES = ["/", "/a\"b", "/back\\slash", "/tab\there", "/nl\nx", "/ctl\x01\x1f", "/caf\u00e9", "/\u2028",

@@ -1,3 +1,8 @@
+import pytest
+
+pytestmark = pytest.mark.both_paths
+
+
 def test_health_and_round_trip(client, db):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/").json() == {"hello": "world"}

@@ -18,6 +18,8 @@ from analytics.aggregation.seed_api import EventBucketSchema
 import stats_reference as ref
 from support import Server, connect, drop_schema, new_schema_name
 
+pytestmark = pytest.mark.both_paths
+
 UTC = timezone.utc
 ALL_METRICS = ["events", "unique_sessions", "avg_duration", "median_duration", "p95_duration"]
 YEAR = datetime.now(UTC).year - 1
@@ -30,9 +32,10 @@ WINDOWS = [(BERLIN_SPRING - 3 * DAY, BERLIN_SPRING + 3 * DAY), (NY_SPRING - 3 * 
 
 
 @pytest.fixture(scope="module")
-def stats(db_url):
+def stats(db_url, api_mode):
     schema = new_schema_name("stats")
-    srv = Server(db_url, schema, env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0"}).start()
+    srv = Server(db_url, schema, env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0",
+                                      "FAST_PATHS": str(api_mode == "fast").lower()}).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             ref.post_batches(client, ref.make_events(random.Random(4), WINDOWS, 3000))

@@ -21,6 +21,8 @@ import pytest
 import stats_reference as ref
 from support import ROOT, SRC, Server, connect, drop_schema, new_schema_name
 
+pytestmark = pytest.mark.both_paths
+
 UTC = timezone.utc
 YEAR = datetime.now(UTC).year - 1
 DAY = timedelta(days=1)
@@ -33,10 +35,11 @@ SPAN = (datetime(YEAR, 3, 1, tzinfo=UTC), datetime(YEAR, 4, 20, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")
-def env(db_url):
+def env(db_url, api_mode):
     schema = new_schema_name("rollups")
     srv = Server(db_url, schema, workers=2,
-                 env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0"}).start()
+                 env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0",
+                      "FAST_PATHS": str(api_mode == "fast").lower()}).start()
     try:
         rng = random.Random(2024)
         events = ref.make_events(rng, [SPAN], 6000, sessions=400)

@@ -75,6 +75,8 @@ class Settings:
     write_max_inflight: int = field(
         default_factory=lambda: config("WRITE_MAX_INFLIGHT", default=2, cast=int))
     max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=10_485_760, cast=int))
+    # Serve the routes marked @fast past FastAPI's routing layers (web/fastpath.py).
+    fast_paths: bool = field(default_factory=lambda: config("FAST_PATHS", default=True, cast=bool))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))
     batch_max_events: int = field(default_factory=lambda: config("BATCH_MAX_EVENTS", default=1000, cast=int))
     # Query API (read path)

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..web.errors import validation_error
+from ..web.fastpath import fast
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
 router = APIRouter()
@@ -152,53 +153,29 @@ async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
                     headers={"X-Cache": "hit" if ans.cached else "miss"})
 
 
-class StatsFastPath:
-    """GET /api/v1/stats/{timeseries,breakdown,totals} straight from the middleware stack, past
-    FastAPI's exception, exit-stack, routing and request/response layers (as the single-event
-    POST is served): on a 3 ms dashboard answer those layers were a sixth of a worker's CPU.
-    Install it innermost; the app's exception handlers still shape every error (422, 503, 500).
-    The routes below document these endpoints and serve what it lets through (HEAD, or all of
-    it if it is not installed)."""
-
-    KINDS = {f"/api/v1/stats/{k}": k for k in ("timeseries", "breakdown", "totals")}
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        kind = self.KINDS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if kind is None:
-            return await self.app(scope, receive, send)
-        request = Request(scope, receive)
-        try:
-            response = await _respond(kind, request, parse_params(request))
-        except Exception as exc:  # noqa: BLE001 - shaped by the app's own handlers
-            handler = _handler_for(scope["app"].exception_handlers, exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
-        await response(scope, receive, send)
+def _fast(kind: Kind):
+    """The fast path's handler: the same parameters, parsed by the model built from StatsParams."""
+    async def handler(request: Request) -> Response:
+        return await _respond(kind, request, parse_params(request))
+    return fast(handler, parses=(stats_params,))
 
 
-def _handler_for(handlers: dict, exc: Exception):
-    for cls in type(exc).__mro__:
-        if cls in handlers:
-            return handlers[cls]
-    return None
-
-
-# The endpoints with their typed parameters (the OpenAPI schema). GET requests are answered
-# by StatsFastPath before they get here.
+# The endpoints, declared once: typed parameters (the OpenAPI schema, and what FastAPI validates
+# when it serves them), dependencies, responses. GET requests are answered by the fast path
+# (web/fastpath.py) from this declaration.
 @router.get("/timeseries", **_DOC, summary="One row per bucket (and group), zero-filled")
+@_fast("timeseries")
 async def timeseries(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
     return await _respond("timeseries", request, p)
 
 
 @router.get("/breakdown", **_DOC, summary="One row per group over the range, ordered and paged")
+@_fast("breakdown")
 async def breakdown(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
     return await _respond("breakdown", request, p)
 
 
 @router.get("/totals", **_DOC, summary="The metrics over the range (optionally vs the previous period)")
+@_fast("totals")
 async def totals(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
     return await _respond("totals", request, p)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..db import DatabaseUnavailable
 from ..web.errors import unavailable_response
+from ..web.fastpath import fast
 
 from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
@@ -39,11 +40,11 @@ def _rejected(exc: bodies.BodyRejected) -> JSONResponse:
     return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
 
 
-async def single_event_response(state, body: bytes) -> Response:
-    """Validate, enrich, write (group commit) and answer one event. Shared by the route below
-    and SingleEventFastPath."""
+async def single_event(request: Request) -> Response:
+    """Validate, enrich, write (group commit) and answer one event."""
+    state = request.app.state
     try:
-        record = bodies.parse_event(body, state.enricher)
+        record = bodies.parse_event(await request.body(), state.enricher)
     except bodies.BodyRejected as exc:
         return _rejected(exc)
     try:
@@ -62,38 +63,12 @@ async def single_event_response(state, body: bytes) -> Response:
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": _EVENT_SCHEMA}}}})
+@fast(single_event)
 async def create_event(request: Request):
     """One event (EventCreateSchema). Answered 201 once committed; 200 with `"duplicate": true`
-    when its (id, time) was already stored. (Served by SingleEventFastPath; this route keeps
-    it in the OpenAPI schema and serves it if the fast path is not installed.)"""
-    return await single_event_response(request.app.state, await request.body())
-
-
-class SingleEventFastPath:
-    """POST /api/events/ straight from the middleware stack, past FastAPI's exception, exit-stack,
-    routing and request/response layers: the tracker's hot path, where those layers cost more
-    CPU than validating and writing the event. Install it innermost (inside the CORS, body-size,
-    request-id/access-log and schema-ready middlewares, which still apply); anything else goes on
-    to the app. Unexpected exceptions still reach the app's server-error handler (500 JSON)."""
-
-    PATH = "/api/events/"
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        response = await single_event_response(scope["app"].state, b"".join(chunks))
-        await response(scope, receive, send)
+    when its (id, time) was already stored. The tracker's hot path: served by the fast path
+    (web/fastpath.py) from this declaration."""
+    return await single_event(request)
 
 
 @router.post("/batch", response_model=BatchResult, status_code=201,
