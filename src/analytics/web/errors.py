@@ -7,6 +7,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,6 +36,17 @@ def _clean(errors: list[dict]) -> list[dict]:
             for e in errors]
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. (Starlette's 405 names only the methods of
+    the first route that matches the path: POST for /api/events/, which GET serves too.)"""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and route.methods and regex.match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def unavailable_response() -> JSONResponse:
     return JSONResponse({"error": "database_unavailable",
                          "detail": "The database is unavailable; retry shortly."},
@@ -55,10 +67,13 @@ def install(app: FastAPI) -> None:
                             status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         error = "body_too_large" if exc.status_code == 413 else "http_error"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return JSONResponse({"error": error, "detail": exc.detail},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(DatabaseUnavailable)
     async def _unavailable(_: Request, exc: DatabaseUnavailable):
