@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("ingest", "query")
+SUITES = ("ingest", "query", "fastpath")
 
 
 def main(argv: list[str]) -> int:
