@@ -187,3 +187,110 @@ def test_a_new_revision_adds_a_column_to_a_database_with_data(db_url, tmp_path):
             (new_rev,), (new_rev,))
     finally:
         drop_schema(db_url, schema)
+
+
+def test_make_migrate(db_url):
+    """`make migrate` takes a new schema to head, says so, and does nothing the second time;
+    MIGRATE_ARGS=current and history report it."""
+    schema = new_schema_name("make")
+    env = {**os.environ, "DATABASE_URL": db_url, "DB_SCHEMA": schema}
+    env.pop("MAKEFLAGS", None)
+
+    def make(*args: str) -> str:
+        run = subprocess.run(["make", "-s", "--no-print-directory", "migrate", *args], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    (head,) = migrations.heads()
+    try:
+        assert f"(empty) -> {head}" in make()
+        assert f"{head} -> {head}" in make()
+        assert make("MIGRATE_ARGS=current").strip().splitlines()[-1] == head
+        assert f"-> {migrations.BASELINE}" in make("MIGRATE_ARGS=history")
+        with connect(db_url, schema) as conn:
+            assert version(conn) == [head]
+            assert conn.execute("SELECT count(*) FROM timescaledb_information.hypertables "
+                                "WHERE hypertable_schema = %s", (schema,)).fetchone() == (1,)
+    finally:
+        drop_schema(db_url, schema)
+
+
+def test_a_schema_at_an_unknown_revision_is_refused(db_url):
+    """A database that a newer version migrated (its revision is unknown here) is not served as
+    if it were this version's: the migration refuses, naming the revision."""
+    from alembic.util import CommandError
+
+    schema = new_schema_name("unknown")
+    settings = settings_for(db_url, schema)
+    try:
+        migrations.upgrade(settings)
+        with connect(db_url, schema) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '9999'")
+        with pytest.raises(CommandError, match="9999"):
+            migrations.upgrade(settings)
+    finally:
+        drop_schema(db_url, schema)
+
+
+def catalog(conn, schema: str) -> dict[str, list]:
+    """What a schema holds, with its name replaced by S: relations, columns, constraints,
+    indexes, triggers, functions (bodies included), hypertables."""
+    def rows(query: str) -> list[tuple]:
+        out = conn.execute(query, {"s": schema}).fetchall()
+        return sorted(tuple(str(v).replace(f'"{schema}"', "S").replace(schema, "S") for v in r) for r in out)
+
+    skip = f"'{migrations.VERSION_TABLE}', '{migrations.VERSION_TABLE}_pkc'"
+    return {
+        "relations": rows(f"""SELECT c.relname, c.relkind, coalesce(c.reloptions::text, '') FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(s)s AND c.relname NOT IN ({skip})"""),
+        "columns": rows(f"""SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '')
+            FROM information_schema.columns WHERE table_schema = %(s)s AND table_name NOT IN ({skip})"""),
+        "constraints": rows(f"""SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)
+            FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE n.nspname = %(s)s AND c.conname NOT IN ({skip})"""),
+        "indexes": rows(f"""SELECT tablename, indexname, indexdef FROM pg_indexes
+            WHERE schemaname = %(s)s AND tablename NOT IN ({skip})"""),
+        "triggers": rows("""SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
+            JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %(s)s AND NOT t.tgisinternal"""),
+        "functions": rows("""SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(s)s"""),
+        "hypertables": rows("""SELECT hypertable_name, num_dimensions FROM timescaledb_information.hypertables
+            WHERE hypertable_schema = %(s)s"""),
+    }
+
+
+def test_the_revisions_make_what_the_ddl_helpers_describe(db_url):
+    """One schema made by the migrations, one by the code's DDL helpers (events_ddl, rollup_ddl):
+    the same tables, columns, constraints, indexes, triggers and function bodies. When this
+    fails, a helper changed without a revision: add one that makes the difference (README,
+    "Schema migrations"); the diff below says what it is."""
+    migrated, rendered = new_schema_name("bymig"), new_schema_name("byddl")
+    try:
+        migrations.upgrade(settings_for(db_url, migrated))
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            with conn.transaction():
+                for stmt in current_ddl(rendered, Settings().events_chunk_interval):
+                    conn.execute(stmt)
+            a, b = catalog(conn, migrated), catalog(conn, rendered)
+        assert sum(len(v) for v in a.values()) > 100
+        for part in a:
+            assert a[part] == b[part], (part, sorted(set(a[part]) ^ set(b[part])))
+    finally:
+        drop_schema(db_url, migrated)
+        drop_schema(db_url, rendered)
+
+
+def test_the_baseline_is_frozen():
+    """The baseline revision does not call the DDL helpers (a later change to them must not
+    change what it does): it imports nothing of the service but migrations.helpers."""
+    (path,) = migrations.VERSIONS_DIR.glob(f"{migrations.BASELINE}_*.py")
+    tree = ast.parse(path.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert {m for m in imported if m.startswith("analytics")} == {"analytics.migrations"}
+    assert imported <= {"__future__", "hashlib", "psycopg", "analytics.migrations"}, imported
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+             and n.module == "analytics.migrations" for a in n.names}
+    assert names == {"helpers"}
