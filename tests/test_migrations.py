@@ -120,7 +120,8 @@ def test_database_made_before_migrations_upgrades_without_losing_a_row(db_url, l
 
 def test_database_made_with_an_older_ddl_runs_the_baseline(db_url):
     """A recorded digest that is not the baseline's (a version older than the baseline): the
-    baseline runs, idempotently, and repairs what differs (here: a dropped index)."""
+    baseline runs, idempotently, and repairs what differs (here: a dropped index); then the
+    later revisions."""
     schema = new_schema_name("olderddl")
     settings = settings_for(db_url, schema)
     try:
@@ -131,7 +132,7 @@ def test_database_made_with_an_older_ddl_runs_the_baseline(db_url):
             conn.execute("CREATE TABLE schema_ddl (one boolean PRIMARY KEY DEFAULT true, sha256 text NOT NULL)")
             conn.execute("INSERT INTO schema_ddl (sha256) VALUES ('an older version')")
         before, after = migrations.upgrade(settings)
-        assert (before, after) == ((), (migrations.BASELINE,))
+        assert (before, after) == ((), tuple(migrations.heads()))
         with connect(db_url, schema) as conn:
             assert conn.execute("SELECT to_regclass('events_page_time_idx') IS NOT NULL").fetchone() == (True,)
     finally:
@@ -246,7 +247,10 @@ def catalog(conn, schema: str) -> dict[str, list]:
             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(s)s AND c.relname NOT IN ({skip})"""),
         "columns": rows(f"""SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '')
             FROM information_schema.columns WHERE table_schema = %(s)s AND table_name NOT IN ({skip})"""),
-        "constraints": rows(f"""SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)
+        # NOT VALID (a constraint added to a table holding rows, without checking them) is a
+        # state of the data, not a shape: a revision may add a CHECK that way.
+        "constraints": rows(f"""SELECT c.conrelid::regclass::text, c.conname,
+                   replace(pg_get_constraintdef(c.oid), ' NOT VALID', '')
             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
             WHERE n.nspname = %(s)s AND c.conname NOT IN ({skip})"""),
         "indexes": rows(f"""SELECT tablename, indexname, indexdef FROM pg_indexes
