@@ -125,7 +125,7 @@ def test_database_made_with_an_older_ddl_runs_the_baseline(db_url):
     schema = new_schema_name("olderddl")
     settings = settings_for(db_url, schema)
     try:
-        migrations.upgrade(settings)
+        migrations.upgrade(settings, migrations.BASELINE)  # what the code before migrations made
         with connect(db_url, schema) as conn:
             conn.execute("DROP TABLE alembic_version")
             conn.execute("DROP INDEX events_page_time_idx")
