@@ -12,7 +12,7 @@ export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
 endif
 
-.PHONY: run test db db-stop db-status venv venv-dev bench rollups-rebuild clean
+.PHONY: run test db db-stop db-status venv venv-dev bench rollups-rebuild migrate clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -53,6 +53,12 @@ bench: venv-dev db
 #   make rollups-rebuild ROLLUP_ARGS="--start 2025-03-01T00:00:00Z --end 2025-03-08T00:00:00Z"
 rollups-rebuild: venv db
 	$(PY) -m analytics.rollups rebuild $(ROLLUP_ARGS)
+
+# Migrate the schema to head by hand (startup does it too); other commands, e.g.
+#   make migrate MIGRATE_ARGS=current      (or history, heads, "revision -m 'add x'")
+MIGRATE_ARGS ?= upgrade
+migrate: venv db
+	$(PY) -m analytics.migrations $(MIGRATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -79,14 +79,13 @@ def _env(url: str, schema: str) -> dict:
 
 def _bootstrap(url: str, schema: str) -> None:
     from analytics.config import Settings
-    from analytics.rollups import rollup_ddl
     from analytics.schema import bootstrap
 
     os.environ.update(DATABASE_URL=url, DB_SCHEMA=schema)
 
     async def run():
         async with await psycopg.AsyncConnection.connect(url) as conn:
-            await bootstrap(conn, Settings(), rollup_ddl(schema))
+            await bootstrap(conn, Settings())
 
     asyncio.run(run())
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,20 @@ def drop_schema(url: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def copy_tree(dest: Path, git_ref: str | None = None) -> Path:
+    """src/ and boot/ of this working tree (or of a commit) in `dest`, to run as a Server(root=dest):
+    another version of the service, or this one with an extra migration revision."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if git_ref is None:
+        for part in ("src", "boot"):
+            shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", git_ref, "src", "boot"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def connect(url: str, schema: str) -> psycopg.Connection:
     conn = psycopg.connect(url, autocommit=True)
     conn.execute("SELECT set_config('search_path', %s, false)", (f"{schema}, public",))
@@ -52,21 +67,23 @@ class Server:
     """The service as production runs it (gunicorn + uvicorn workers), on a free port."""
 
     def __init__(self, database_url: str, schema: str, *, workers: int = 1,
-                 env: dict | None = None, log_path: Path | None = None, app: str = "main:app") -> None:
+                 env: dict | None = None, log_path: Path | None = None, app: str = "main:app",
+                 root: Path = ROOT) -> None:
         self.app = app  # the WSGI/ASGI target gunicorn loads (the benchmarks run other apps)
+        self.root = root  # the tree (src/ and boot/) to run: another version's, for migration tests
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": schema,
                     "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
-                    "PYTHONPATH": str(SRC), "ACCESS_LOG": "false", **(env or {})}
+                    "PYTHONPATH": str(root / "src"), "ACCESS_LOG": "false", **(env or {})}
         self.log_path = log_path or Path(f"/tmp/analytics-test-server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> "Server":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "boot" / "gunicorn.conf.py"), self.app],
+            [str(VENV_BIN / "gunicorn"), "-c", str(self.root / "boot" / "gunicorn.conf.py"), self.app],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait_ready:
             self.wait_ready(timeout)

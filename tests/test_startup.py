@@ -11,7 +11,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from analytics.config import _database_url, get_settings, normalize_database_url
-from support import Server, connect, drop_schema, new_schema_name
+from support import Server, connect, copy_tree, drop_schema, new_schema_name
 
 
 def hypertables(db_url: str, schema: str) -> list[tuple]:
@@ -89,7 +89,7 @@ def test_startup_twice_in_turn_keeps_data(db_url):
 
 
 def test_restart_while_events_is_locked_is_ready_at_once(db_url):
-    """The DDL ran once and is recorded: a worker that starts while something holds a lock on
+    """The schema is at the migrations' head: a worker that starts while something holds a lock on
     events (a long ALTER, an operator's LOCK TABLE) has nothing to wait for and serves reads.
     Re-running it would wait for that lock, answering 503 all along."""
     schema = new_schema_name("locked")
@@ -107,22 +107,50 @@ def test_restart_while_events_is_locked_is_ready_at_once(db_url):
         drop_schema(db_url, schema)
 
 
-def test_changed_ddl_runs_again(db_url):
-    """A stored digest that differs from the service's DDL (a new version) runs the DDL again:
-    here it recreates an index dropped behind the service's back."""
-    schema = new_schema_name("ddl")
+PROBE_REVISION = '''"""test only: a probe that counts how often it ran"""
+from alembic import op
+
+revision = {rev!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE migration_probe (n serial PRIMARY KEY, at timestamptz DEFAULT now())")
+    op.execute("INSERT INTO migration_probe DEFAULT VALUES")
+
+
+def downgrade():
+    op.execute("DROP TABLE migration_probe")
+'''
+
+
+def test_new_revision_runs_once(db_url, tmp_path):
+    """A new version of the service ships a new revision: its first start (two workers racing)
+    runs it once, under the lock; the next start finds the schema at head and runs nothing."""
+    from analytics import migrations
+
+    schema = new_schema_name("rev")
+    (down,) = migrations.heads()
+    tree = copy_tree(tmp_path / "next-version")
+    (tree / "src/analytics/migrations/versions/t_probe.py").write_text(
+        PROBE_REVISION.format(rev="t_probe", down=down))
     try:
-        with running(Server(db_url, schema)):
-            pass
-        with connect(db_url, schema) as conn:
-            conn.execute("DROP INDEX events_page_time_idx")
-            conn.execute("UPDATE schema_ddl SET sha256 = 'an older version'")
-        with running(Server(db_url, schema)):
-            pass
-        with connect(db_url, schema) as conn:
-            assert conn.execute("SELECT to_regclass('events_page_time_idx') IS NOT NULL").fetchone() == (True,)
-            (sha,) = conn.execute("SELECT sha256 FROM schema_ddl").fetchone()
-            assert len(sha) == 64 and sha != "an older version"
+        with running(Server(db_url, schema)) as old:
+            kept = post_and_get(old.url, "/before-upgrade")
+        for start in range(2):
+            with running(Server(db_url, schema, workers=2, root=tree,
+                                log_path=tmp_path / f"start{start}.log")) as new:
+                with httpx.Client(base_url=new.url, timeout=30) as c:
+                    assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-upgrade"
+                post_and_get(new.url, f"/after-upgrade/{start}")
+                log = new.log()
+            assert ("Running upgrade" in log) == (start == 0), log
+            with connect(db_url, schema) as conn:
+                assert conn.execute("SELECT count(*) FROM migration_probe").fetchone() == (1,)
+                assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("t_probe",)]
+                assert conn.execute("SELECT count(*) FROM events").fetchone() == (start + 2,)
     finally:
         drop_schema(db_url, schema)
 

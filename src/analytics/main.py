@@ -1,4 +1,4 @@
-"""create_app(): the lifespan builds the pool, bootstraps the schema and runs the writer."""
+"""create_app(): the lifespan builds the pool, migrates the schema to head and runs the writer."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +22,6 @@ from .ingestion.enrich import UserAgentCache
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
 from .rollups import install as install_rollups
-from .rollups import rollup_ddl
 from .schema import bootstrap_with_retry
 from .web import errors, health
 from .web.fastpath import FastPaths
@@ -62,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.seed_reader = SeedReader(state.pool, state.stats.ready)
 
         async def bootstrap():
-            state.db_info = await bootstrap_with_retry(settings, rollup_ddl(settings.db_schema))
+            state.db_info = await bootstrap_with_retry(settings)
             state.schema_ready.set()
 
         boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")

@@ -4,29 +4,31 @@ The events table is a hypertable partitioned on `time`. Everything derived from 
 (os, browser, device, is_bot) and the referrer host is computed once at write time, so readers
 never classify strings.
 
-The DDL runs only when it changed: its SHA-256 is stored with it (table `schema_ddl`), and a
-worker that finds the same digest reads nothing else. `CREATE INDEX IF NOT EXISTS` and
-`CREATE OR REPLACE TRIGGER` lock their tables even when there is nothing to do, so running them
-on every start paused writes on each worker start, and a worker started while anything held a
-lock on events waited for it, answering 503 meanwhile.
+The schema is made by Alembic revisions (package `migrations`): startup upgrades to head under
+an advisory lock. A worker that finds the schema at head (one catalog lookup and one row of the
+version table) runs no DDL: `CREATE INDEX IF NOT EXISTS` and `CREATE OR REPLACE TRIGGER` lock
+their tables even when there is nothing to do, so running them on every start paused writes on
+each worker start, and a worker started while anything held a lock on events waited for it,
+answering 503 meanwhile.
+
+`events_ddl()` (and `rollups.rollup_ddl()`) describe what this version of the code expects;
+the baseline revision froze their output, and a test checks that the revisions still produce it.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 
 import psycopg
+from alembic.util import CommandError
 from psycopg import sql
 
+from . import migrations
 from .config import Settings
 from .db import quote_ident
 
 log = logging.getLogger("analytics.schema")
-
-# Any fixed number; serialises bootstrap between gunicorn workers and test processes.
-_BOOTSTRAP_LOCK_KEY = 4_004_004_004
 
 
 @dataclass(frozen=True)
@@ -83,63 +85,30 @@ async def detect_edition(conn: psycopg.AsyncConnection) -> DatabaseInfo:
     return DatabaseInfo(timescaledb_version=row[0], license=(row[1] or "apache"))
 
 
-DDL_TABLE = "schema_ddl"
+def current_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
+    """Everything the code of this version expects, rendered from the Python helpers: what
+    the migrations in `migrations/versions` must produce (tests/test_migrations.py compares the
+    two catalogs). Startup does not run it: it runs the migrations."""
+    from .rollups import rollup_ddl
+
+    return events_ddl(schema, chunk_interval) + rollup_ddl(schema)
 
 
-def _ddl_table_sql(schema: str) -> list[sql.Composable]:
-    t = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(DDL_TABLE))
-    return [sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
-                one boolean PRIMARY KEY DEFAULT true CHECK (one),
-                sha256 text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now())""").format(t),
-            sql.SQL("""INSERT INTO {} (sha256) VALUES (%(sha)s)
-                ON CONFLICT (one) DO UPDATE SET sha256 = excluded.sha256, applied_at = now()""").format(t)]
-
-
-async def _applied(conn: psycopg.AsyncConnection, schema: str, digest: str) -> bool:
-    """Whether this exact DDL was applied (no lock on any table of ours: a catalog lookup and
-    one row)."""
-    name = f"{quote_ident(schema)}.{quote_ident(DDL_TABLE)}"
-    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-    if not (await cur.fetchone())[0]:
-        return False
-    cur = await conn.execute(sql.SQL("SELECT sha256 FROM {}.{}").format(
-        sql.Identifier(schema), sql.Identifier(DDL_TABLE)))
-    row = await cur.fetchone()
-    return row is not None and row[0] == digest
-
-
-async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings,
-                    extra_ddl: list[sql.Composable] | None = None) -> DatabaseInfo:
-    """Create the extension, the events hypertable and its indexes, and `extra_ddl` (idempotent);
-    skipped when the same DDL was applied before."""
-    schema = settings.db_schema
-    ddl = events_ddl(schema, settings.events_chunk_interval) + list(extra_ddl or [])
-    digest = hashlib.sha256("\n;\n".join(stmt.as_string(conn) for stmt in ddl).encode()).hexdigest()
+async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings) -> DatabaseInfo:
+    """Bring the schema to the migrations' head, or do nothing when it is there already."""
+    head = await asyncio.to_thread(migrations.heads)  # reads the revision files once per process
     await conn.set_autocommit(False)
     async with conn.transaction():
-        if await _applied(conn, schema, digest):
+        if await migrations.at_head(conn, settings.db_schema, head):
             return await detect_edition(conn)
+    # Alembic is synchronous: its own connection, in a thread, under the advisory lock (a
+    # worker that waited for it finds the schema at head and runs nothing).
+    await asyncio.to_thread(migrations.upgrade, settings)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
-        if await _applied(conn, schema, digest):  # another worker did it while we waited
-            return await detect_edition(conn)
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-        schema_exists = await cur.fetchone() is not None
-        for stmt in events_ddl(schema, settings.events_chunk_interval, create_schema=not schema_exists):
-            await conn.execute(stmt)
-        for stmt in extra_ddl or []:
-            await conn.execute(stmt)
-        create, record = _ddl_table_sql(schema)
-        await conn.execute(create)
-        await conn.execute(record, {"sha": digest})
-        info = await detect_edition(conn)
-    return info
+        return await detect_edition(conn)
 
 
-async def bootstrap_with_retry(settings: Settings, extra_ddl: list[sql.Composable] | None = None,
-                               *, max_delay: float = 10.0) -> DatabaseInfo:
+async def bootstrap_with_retry(settings: Settings, *, max_delay: float = 10.0) -> DatabaseInfo:
     """Retry with capped exponential backoff until the database answers."""
     attempt, delay = 0, 0.5
     while True:
@@ -147,7 +116,7 @@ async def bootstrap_with_retry(settings: Settings, extra_ddl: list[sql.Composabl
         try:
             async with await psycopg.AsyncConnection.connect(
                     str(settings.database_url), connect_timeout=max(1, int(settings.db_timeout))) as conn:
-                info = await bootstrap(conn, settings, extra_ddl)
+                info = await bootstrap(conn, settings)
             log.info("schema ready", extra={"attempt": attempt, "timescaledb": info.timescaledb_version,
                                             "license": info.license, "schema": settings.db_schema})
             return info
@@ -159,6 +128,11 @@ async def bootstrap_with_retry(settings: Settings, extra_ddl: list[sql.Composabl
             # loudly and keep trying, rather than let the task die and serve 503s in silence.
             log.error("schema bootstrap failed (attempt %d), retrying in %.1fs: %s: %s",
                       attempt, delay, type(exc).__name__, _first_line(exc))
+        except CommandError as exc:
+            # Alembic's own refusal, e.g. the database is at a revision this version does not
+            # know (a newer version migrated it): serving on an unknown schema is not safe.
+            log.error("schema migration refused (attempt %d), retrying in %.1fs: %s",
+                      attempt, delay, _first_line(exc))
         await asyncio.sleep(delay)
         delay = min(max_delay, delay * 2)
 

@@ -1,6 +1,7 @@
 """Pre-aggregated rollups maintained by the service itself (works on the Apache edition).
 
-`install()` registers the ingest hook; `rollup_ddl(schema)` is run by the schema bootstrap.
+`install()` registers the ingest hook; `rollup_ddl(schema)` is the DDL this code expects (the
+migrations create it; tests/test_migrations.py checks they match).
 The read side only needs `catalog` (what exists) and the readiness kept in `rollup_meta`.
 """
 from __future__ import annotations

@@ -14,7 +14,6 @@ import psycopg
 
 from ..config import get_settings
 from ..schema import bootstrap_with_retry
-from . import rollup_ddl
 from .rebuild import rebuild
 
 
@@ -33,7 +32,7 @@ def main(argv: list[str]) -> int:
     if (args.start is None) != (args.end is None):
         ap.error("give both --start and --end, or neither (everything)")
     settings = get_settings()
-    asyncio.run(bootstrap_with_retry(settings, rollup_ddl(settings.db_schema)))
+    asyncio.run(bootstrap_with_retry(settings))  # the schema at head first
     with psycopg.connect(str(settings.database_url)) as conn:
         conn.execute("SELECT set_config('search_path', %s, false)", (f"{settings.db_schema}, public",))
         report = rebuild(conn, args.start, args.end)

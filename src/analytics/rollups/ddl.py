@@ -1,5 +1,5 @@
-"""Rollup tables, created at startup (idempotent) beside the events hypertable.
-
+"""Rollup tables as this code expects them, beside the events hypertable (the migrations create
+them: the baseline revision froze this output; later changes need a new revision).
 Plain tables with a primary key led by the bucket: every read is a bucket range scan, every
 write an upsert on the key. A table created after events already exist starts 'not ready' in
 `rollup_meta`, so the planner ignores it until `python -m analytics.rollups rebuild` fills it.
