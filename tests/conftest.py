@@ -28,8 +28,9 @@ def schema(db_url):
 
 @pytest.fixture(scope="session")
 def server(db_url, schema):
-    """One production-style server for the whole run (gunicorn, one uvicorn worker)."""
-    srv = Server(db_url, schema).start()
+    """One production-style server for the whole run (gunicorn, one uvicorn worker). Its tests
+    compare answers with raw events, so `source=raw` (an operator's knob) is on."""
+    srv = Server(db_url, schema, env={"STATS_ALLOW_RAW_SOURCE": "true"}).start()
     yield srv
     srv.stop()
 

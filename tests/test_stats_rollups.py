@@ -36,7 +36,8 @@ SPAN = (datetime(YEAR, 3, 1, tzinfo=UTC), datetime(YEAR, 4, 20, tzinfo=UTC))
 def env(db_url):
     schema = new_schema_name("rollups")
     srv = Server(db_url, schema, workers=2,
-                 env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0"}).start()
+                 env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0",
+                      "STATS_ALLOW_RAW_SOURCE": "true"}).start()
     try:
         rng = random.Random(2024)
         events = ref.make_events(rng, [SPAN], 6000, sessions=400)

@@ -33,13 +33,19 @@ class EventBucketSchema(SQLModel):
     count: int
 
 
-@router.get("/", response_model=List[EventBucketSchema])
+@router.get("/", response_model=List[EventBucketSchema], responses={
+    422: {"description": "A parameter is invalid (named in detail.loc), or the answer would be over "
+                         "SEED_MAX_ROWS rows (`duration`: ask for a coarser one or fewer pages)"},
+    503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads are "
+                         "running, or the database is unavailable; see Retry-After"}})
 async def read_events(
     request: Request,
     duration: str = Query(default="1 day", description="Bucket width, e.g. '1 hour', '1 day', '1 week'"),
     pages: Optional[List[str]] = Query(default=None, description="Pages to include; repeatable"),
     source: Literal["auto", "raw"] = Query(default="auto", include_in_schema=False),
 ):
+    if "source" in request.query_params and not request.app.state.settings.stats_allow_raw_source:
+        raise validation_error("source", "unknown parameter")  # an operator's knob (STATS_ALLOW_RAW_SOURCE)
     try:
         interval = parse_bounded(duration)
     except IntervalError as exc:
