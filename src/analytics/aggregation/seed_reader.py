@@ -75,8 +75,7 @@ _RENDER = """SELECT '{{"bucket":' || """ + _BUCKET_JSON + """
     || ',"avg_duration":' || """ + _FLOAT_JSON + """
     || ',"count":' || r.count::text || '}}'
 FROM ({inner}) r
-ORDER BY r.bucket, r.page, r.operating_system
-LIMIT %(limit)s"""
+ORDER BY r.bucket, r.page, r.operating_system"""
 
 
 def seed_json_query(table: str | None) -> sql.Composable:
@@ -84,7 +83,8 @@ def seed_json_query(table: str | None) -> sql.Composable:
     inner = (sql.SQL(_RAW_ROWS) if table is None else
              sql.SQL(_ROLLUP_ROWS).format(table=sql.Identifier(table)))
     # Sorted before the JSON is written (narrow rows); the outer ORDER BY is then already met.
-    return sql.SQL(_RENDER).format(inner=inner + sql.SQL("ORDER BY 1, 2, 3"))
+    # LIMIT: never more than the row cap plus one (which says the cap was passed) leaves the database.
+    return sql.SQL(_RENDER).format(inner=inner + sql.SQL("ORDER BY 1, 2, 3")) + sql.SQL("\nLIMIT %(limit)s")
 
 
 class SeedReader:
