@@ -132,8 +132,8 @@ def _saturated(pool: AsyncConnectionPool) -> bool:
 def make_pools(settings: Settings) -> tuple[AsyncConnectionPool, AsyncConnectionPool]:
     """(write pool, read pool). The writer's connections are opened up front: it should never
     wait for a connection to be made while events queue."""
-    write = make_pool(settings, min_size=max(1, settings.db_write_pool_size),
-                      max_size=settings.db_write_pool_size, name="writer")
+    size = max(settings.db_write_pool_size, settings.write_max_inflight + 1)  # the flushes + the probe
+    write = make_pool(settings, min_size=size, max_size=size, name="writer")
     read = make_pool(settings, max_size=settings.db_read_pool_size, name="reader",
                      statement_timeout_ms=settings.read_statement_timeout_ms)
     return write, read
