@@ -209,6 +209,12 @@ def test_expensive_reads_do_not_starve_writes(limited):
             for f in futures:
                 f.result()
     assert posts and reads
+    lat = sorted(t for _, t in posts)
+    # Figures for the report (-s shows them); nothing here asserts a speed.
+    print(f"\n[starvation] posts: {len(posts)}, 2xx {sum(200 <= s < 300 for s, _ in posts)}, "
+          f"latency median {lat[len(lat) // 2] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms; reads: {len(reads)}, "
+          f"200 {sum(s == 200 for s, _, _ in reads)}, query_timeout {sum('query_timeout' in t for _, _, t in reads)}, "
+          f"reads_busy {sum('reads_busy' in t for _, _, t in reads)}")
     bad_posts = [(s, round(t, 2)) for s, t in posts if not (200 <= s < 300 and t < WRITE_DEADLINE_S)]
     assert not bad_posts, f"{len(bad_posts)} of {len(posts)} posts failed: {bad_posts[:10]}"
     statuses = {s for s, _, _ in reads}

@@ -62,7 +62,9 @@ async def read_events(
     return Response(body, media_type="application/json")
 
 
-@router.get("/{event_id}/", response_model=EventModel)
+@router.get("/{event_id}/", response_model=EventModel, responses={
+    404: {"description": "No event has this id"},
+    503: {"description": "The database is unavailable or busy; see Retry-After"}})
 async def get_event_by_id(event_id: uuid.UUID, request: Request):
     async with connection(request.app.state.pool) as conn:
         cur = conn.cursor(row_factory=dict_row)
