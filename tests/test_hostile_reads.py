@@ -304,7 +304,9 @@ def test_identical_questions_in_flight_are_one_query(server, db_url, schema, db)
     assert all(r.status_code == 200 for r in answers), [r.text[:200] for r in answers]
     assert len({r.content for r in answers}) == 1
     how = sorted(r.headers["x-cache"] for r in answers)
-    assert how == ["miss"] + ["shared"] * 7, how
+    # One query; the others shared it (a request slower to arrive than the 1 s allowed would find
+    # the answer in the cache: a hit, still no query of its own).
+    assert how.count("miss") == 1 and how.count("shared") >= 1 and set(how) <= {"miss", "shared", "hit"}, how
 
 
 def test_cache_is_bounded_in_bytes():
