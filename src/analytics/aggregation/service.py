@@ -126,7 +126,6 @@ class StatsService:
         self.ready = ReadyRollups()
         self.raw_gate = raw_gate or RawGate(2, 1.0, 3600)
         self.flight = SingleFlight()
-        self.queries = 0  # answers computed by the database (not cached, not shared)
 
     async def answer(self, q: StatsQuery) -> Answer:
         key = q.cache_key()
@@ -140,17 +139,17 @@ class StatsService:
         # Planned before a connection is taken: a read that must wait for a raw slot (or is
         # refused one) holds no connection meanwhile.
         ready = await self.ready.current(self.pool)
-        heavy = self.raw_gate.heavy(raw_span(_plans(q, ready)))
-        async with self.raw_gate.slot(heavy):
+        plans = _plans(q, ready)
+        async with self.raw_gate.slot(self.raw_gate.heavy(raw_span(plans))):
             async with connection(self.pool) as conn:
                 async with read_snapshot(conn, not _single_statement(q)):
-                    self.queries += 1
-                    body = await self._run(conn, q, ready)
+                    body = await self._run(conn, q, ready, plans)
         self.cache.put(key, body)
         return body
 
-    async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None) -> tuple[str, int, Plan]:
-        p = plan(q, ready)
+    async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None,
+                    p: Plan | None = None) -> tuple[str, int, Plan]:
+        p = p or plan(q, ready)
         b = Builder(q, groups)
         # Never a prepared statement: a generic plan knows nothing of the arrays and ranges passed
         # in and picked nested loops that took seconds; planning afresh costs under a millisecond.
@@ -158,7 +157,8 @@ class StatsService:
         text, n = await cur.fetchone()
         return text, n, p
 
-    async def _run(self, conn, q: StatsQuery, ready: set[str]) -> bytes:
+    async def _run(self, conn, q: StatsQuery, ready: set[str], plans: list[Plan]) -> bytes:
+        """`plans`: _plans(q, ready), made already (for the raw-read cap)."""
         if q.kind == "timeseries":
             if q.group_by:
                 # The series of the top `limit` groups (after `offset`) by order_by over the range.
@@ -168,20 +168,20 @@ class StatsService:
                 if len(groups) * len(q.edges) > MAX_SERIES_ROWS:
                     raise validation_error("limit", f"{len(groups)} groups x {len(q.edges)} buckets is more "
                                                     f"than {MAX_SERIES_ROWS} rows; lower limit or coarsen the interval")
-                results, n, p = await self._rows(conn, q, ready, groups)
+                results, n, p = await self._rows(conn, q, ready, groups, plans[0])
                 meta = _meta(q, p, buckets=len(q.edges), total_groups=total)
             else:
-                results, n, p = await self._rows(conn, q, ready)
+                results, n, p = await self._rows(conn, q, ready, p=plans[0])
                 meta = _meta(q, p, buckets=len(q.edges))
         elif q.kind == "breakdown":
-            results, total, p = await self._rows(conn, q, ready)
+            results, total, p = await self._rows(conn, q, ready, p=plans[0])
             meta = _meta(q, p, total_groups=total)
         else:
-            results, total, p = await self._rows(conn, q, ready)
+            results, total, p = await self._rows(conn, q, ready, p=plans[0])
             meta = _meta(q, p, total_groups=total if q.group_by else None)
             if q.compare == "previous":
                 prev_q = _previous(q)
-                prev_text, _, prev_plan = await self._rows(conn, prev_q, ready)
+                prev_text, _, prev_plan = await self._rows(conn, prev_q, ready, p=plans[1])
                 results = _attach_previous(q, results, prev_text)
                 meta.update(compare="previous", previous={
                     "start": iso(prev_q.start, q.tz), "end": iso(prev_q.end, q.tz),
