@@ -4,7 +4,8 @@
   supported range) are 422s naming the parameter, never 500s;
 - query strings of any length are 4xx with a message on every read route;
 - expensive reads cannot starve writes: 25 concurrent raw reads over a long range while single
-  events are posted, and every post is a 2xx within the writer's deadline;
+  events are posted, and every post is a 2xx within the writer's deadline; an exhausted read
+  pool is that read's 503, never the writer's;
 - `source=raw` is an operator's knob (STATS_ALLOW_RAW_SOURCE), otherwise a 422;
 - the seed endpoint's answer is capped (SEED_MAX_ROWS): past it a 422 naming `duration`;
 - identical questions in flight at once are answered by one query (single flight), and the
@@ -323,3 +324,37 @@ def test_cache_is_bounded_in_bytes():
     # A key is charged too: 100 filter values of 2 KB make a key of 200 KB.
     cache.put(("k", ("x" * 2048,) * 100), b"{}")
     assert cache.get(("k", ("x" * 2048,) * 100)) is None and cache.bytes <= 64 * 1024
+
+
+def test_read_pool_exhausted_is_that_reads_503_not_the_writers(db_url):
+    """One read connection (DB_POOL_SIZE=1), held by a read that waits on a lock: the next read
+    waits DB_TIMEOUT (1 s) for a connection, then is a 503 `reads_busy`; events are still
+    written meanwhile (the writer's own connections), and its circuit never opens."""
+    schema = new_schema_name("readpool")
+    srv = Server(db_url, schema, env={"DB_POOL_SIZE": "1", "DB_TIMEOUT": "1"})
+    try:
+        srv.start()
+        with httpx.Client(base_url=srv.url, timeout=30) as c, connect(db_url, schema) as locker:
+            locker.execute("BEGIN")
+            # The readiness of the rollups is the first thing a worker's first read reads.
+            locker.execute("LOCK TABLE rollup_meta IN ACCESS EXCLUSIVE MODE")
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(c.get, "/api/v1/stats/totals")
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not locker.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                        ).fetchone()[0]:
+                    time.sleep(0.05)
+                with httpx.Client(base_url=srv.url, timeout=30) as other:
+                    busy = other.get("/api/v1/stats/breakdown", params={"group_by": "page"})
+                    posts = [other.post("/api/events/", json={"page": "/pool", "session_id": "p"}) for _ in range(5)]
+                locker.execute("ROLLBACK")
+                assert held.result().status_code == 200
+        assert busy.status_code == 503 and busy.json()["error"] == "reads_busy", busy.text
+        assert "retry-after" in busy.headers
+        assert [p.status_code for p in posts] == [201] * 5, [p.text for p in posts]
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/readyz").json()["writer"]["refused_unavailable"] == 0
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)
