@@ -46,8 +46,10 @@ def schema(db_url, api_mode):
 
 @pytest.fixture(scope="session")
 def server(db_url, schema, api_mode):
-    """One production-style server per mode for the whole run (gunicorn, one uvicorn worker)."""
-    srv = Server(db_url, schema, env={"FAST_PATHS": str(api_mode == "fast").lower()}).start()
+    """One production-style server per mode for the whole run (gunicorn, one uvicorn worker).
+    Its tests compare answers with raw events, so `source=raw` (an operator's knob) is on."""
+    srv = Server(db_url, schema, env={"FAST_PATHS": str(api_mode == "fast").lower(),
+                                      "STATS_ALLOW_RAW_SOURCE": "true"}).start()
     yield srv
     srv.stop()
 

@@ -213,7 +213,8 @@ def test_statement_timeout_is_a_query_timeout_not_an_outage(db_url, tmp_path):
     from support import connect
 
     schema = new_schema_name("stmt")
-    srv = Server(db_url, schema, env={"DB_STATEMENT_TIMEOUT_MS": "1000"}, log_path=tmp_path / "s.log")
+    srv = Server(db_url, schema, env={"DB_STATEMENT_TIMEOUT_MS": "1000", "READ_STATEMENT_TIMEOUT_MS": "1000"},
+                 log_path=tmp_path / "s.log")
     try:
         srv.start()
         with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:

@@ -35,7 +35,8 @@ WINDOWS = [(BERLIN_SPRING - 3 * DAY, BERLIN_SPRING + 3 * DAY), (NY_SPRING - 3 * 
 def stats(db_url, api_mode):
     schema = new_schema_name("stats")
     srv = Server(db_url, schema, env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0",
-                                      "FAST_PATHS": str(api_mode == "fast").lower()}).start()
+                                      "FAST_PATHS": str(api_mode == "fast").lower(),
+                                      "STATS_ALLOW_RAW_SOURCE": "true"}).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             ref.post_batches(client, ref.make_events(random.Random(4), WINDOWS, 3000))

@@ -39,7 +39,8 @@ def env(db_url, api_mode):
     schema = new_schema_name("rollups")
     srv = Server(db_url, schema, workers=2,
                  env={"MAX_EVENT_AGE_DAYS": "800", "STATS_CACHE_TTL_SECONDS": "0",
-                      "FAST_PATHS": str(api_mode == "fast").lower()}).start()
+                      "FAST_PATHS": str(api_mode == "fast").lower(),
+                      "STATS_ALLOW_RAW_SOURCE": "true"}).start()
     try:
         rng = random.Random(2024)
         events = ref.make_events(rng, [SPAN], 6000, sessions=400)

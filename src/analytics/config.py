@@ -84,8 +84,25 @@ class Settings:
         default_factory=lambda: config("STATS_MAX_BUCKETS", default=10000, cast=int))
     stats_cache_ttl_s: float = field(
         default_factory=lambda: config("STATS_CACHE_TTL_SECONDS", default=2.0, cast=float))
-    stats_cache_entries: int = field(
-        default_factory=lambda: config("STATS_CACHE_ENTRIES", default=256, cast=int))
+    stats_cache_max_bytes: int = field(
+        default_factory=lambda: config("STATS_CACHE_MAX_BYTES", default=32 * 1024 * 1024, cast=int))
+    stats_allow_raw_source: bool = field(
+        default_factory=lambda: config("STATS_ALLOW_RAW_SOURCE", default=False, cast=bool))
+    seed_max_rows: int = field(default_factory=lambda: config("SEED_MAX_ROWS", default=100_000, cast=int))
+    # Reads cannot starve writes: their own pool, statement timeout and cap on raw scans.
+    db_read_pool_size: int = field(
+        default_factory=lambda: config("DB_READ_POOL_SIZE", default=config("DB_POOL_SIZE", default=10, cast=int),
+                                       cast=int))
+    db_write_pool_size: int = field(
+        default_factory=lambda: config("DB_WRITE_POOL_SIZE", default=3, cast=int))
+    read_statement_timeout_ms: int = field(
+        default_factory=lambda: config("READ_STATEMENT_TIMEOUT_MS", default=10000, cast=int))
+    read_raw_concurrency: int = field(
+        default_factory=lambda: config("READ_RAW_CONCURRENCY", default=2, cast=int))
+    read_raw_min_seconds: float = field(
+        default_factory=lambda: config("READ_RAW_MIN_SECONDS", default=3600.0, cast=float))
+    read_raw_wait_s: float = field(
+        default_factory=lambda: config("READ_RAW_WAIT_SECONDS", default=1.0, cast=float))
 
 
 def get_settings() -> Settings:

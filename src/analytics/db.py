@@ -1,7 +1,10 @@
 """Connection pool and database availability.
 
-One psycopg 3 async pool per worker process. Endpoints never talk to the pool directly on the
-hot write path (the event writer owns that); read endpoints borrow a connection per request.
+Two psycopg 3 async pools per worker process: the event writer's (DB_WRITE_POOL_SIZE, the
+write statement timeout) and the reads' (DB_READ_POOL_SIZE, READ_STATEMENT_TIMEOUT_MS). Reads
+cannot take the writer's connections, so however many expensive reads are running, events are
+still written; and a read that waits too long for a connection is that read's 503 (ReadsBusy),
+never something the writer's circuit breaker sees. Read endpoints borrow a connection per request.
 """
 from __future__ import annotations
 
@@ -28,6 +31,15 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached right now; the HTTP layer turns this into a 503."""
 
 
+class ReadsBusy(Exception):
+    """Too many reads at once (the read pool is exhausted, or the cap on raw scans is reached):
+    a 503 with Retry-After for this read only."""
+
+    def __init__(self, detail: str = "Too many reads are running; retry shortly.") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 # Reads lend a connection that came back healthy within this many seconds without the
 # pool's check (a round trip, a tenth of a short dashboard answer). A database outage lasts
 # longer than this, so after one the connections are checked and replaced again; a read on a
@@ -51,10 +63,12 @@ async def _returned(conn: psycopg.AsyncConnection) -> None:
 
 
 def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None,
-              name: str = "analytics") -> AsyncConnectionPool:
+              name: str = "analytics", statement_timeout_ms: int | None = None) -> AsyncConnectionPool:
+    timeout_ms = settings.db_statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
+
     async def configure(conn: psycopg.AsyncConnection) -> None:
         # Session settings applied to every new connection.
-        await conn.execute(f"SET statement_timeout = {int(settings.db_statement_timeout_ms)}")
+        await conn.execute(f"SET statement_timeout = {int(timeout_ms)}")
         # Every statement here is short; JIT compilation (50-200 ms once a plan looks costly)
         # only ever made dashboard reads slower.
         await conn.execute("SET jit = off")
@@ -68,7 +82,7 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
     return AsyncConnectionPool(
         str(settings.database_url),
         min_size=min_size,
-        max_size=max_size or settings.db_pool_size,
+        max_size=max(min_size, max_size or settings.db_pool_size),
         timeout=settings.db_timeout,
         open=False,
         name=name,
@@ -78,7 +92,8 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
         check=_check,
         reset=_returned,
         kwargs={"autocommit": False, "connect_timeout": max(1, int(settings.db_timeout)),
-                "application_name": "analytics-api"},
+                # analytics-api, or analytics-api-writer / -reader (pg_stat_activity tells them apart)
+                "application_name": "analytics-api" + ("" if name == "analytics" else f"-{name}")},
         reconnect_timeout=0,  # never give up reconnecting in the background
     )
 
@@ -94,9 +109,31 @@ async def connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncCo
             yield conn
     except psycopg.errors.QueryCanceled:
         raise  # up, but the statement took too long: the HTTP layer says so (not an outage)
-    except (PoolTimeout, psycopg.OperationalError) as exc:
+    except PoolTimeout as exc:
+        if _saturated(pool):
+            # Every connection is lent to another read: this one waits its turn no longer.
+            raise ReadsBusy() from exc
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise DatabaseUnavailable() from exc
+    except psycopg.OperationalError as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
     finally:
         if token is not None:
             _reading.reset(token)
+
+
+def _saturated(pool: AsyncConnectionPool) -> bool:
+    """The pool holds all the connections it may and none is free (busy, not unreachable)."""
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) >= pool.max_size and stats.get("pool_available", 0) == 0
+
+
+def make_pools(settings: Settings) -> tuple[AsyncConnectionPool, AsyncConnectionPool]:
+    """(write pool, read pool). The writer's connections are opened up front: it should never
+    wait for a connection to be made while events queue."""
+    size = max(settings.db_write_pool_size, settings.write_max_inflight + 1)  # the flushes + the probe
+    write = make_pool(settings, min_size=size, max_size=size, name="writer")
+    read = make_pool(settings, max_size=settings.db_read_pool_size, name="reader",
+                     statement_timeout_ms=settings.read_statement_timeout_ms)
+    return write, read

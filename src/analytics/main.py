@@ -12,11 +12,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from .aggregation import router as stats_router
 from .aggregation import seed_api
-from .aggregation.cache import TTLCache
+from .aggregation.cache import AnswerCache
+from .aggregation.guard import RawGate
 from .aggregation.seed_reader import SeedReader
 from .aggregation.service import StatsService
 from .config import Settings, get_settings
-from .db import make_pool
+from .db import make_pools
 from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache
 from .ingestion.pipeline import Enricher
@@ -45,20 +46,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.settings = settings
         state.schema_ready = asyncio.Event()
         state.db_info = None
-        state.pool = make_pool(settings)
+        # The writer's connections are its own: reads use state.pool and cannot take them.
+        state.write_pool, state.pool = make_pools(settings)
+        await state.write_pool.open(wait=False)
         await state.pool.open(wait=False)
         state.enricher = Enricher(UserAgentCache(settings.ua_cache_size),
                                   max_age=timedelta(days=settings.max_event_age_days),
                                   max_skew=timedelta(seconds=settings.max_clock_skew_s))
-        state.writer = EventWriter(state.pool, batch_max=settings.write_batch_max,
+        state.writer = EventWriter(state.write_pool, batch_max=settings.write_batch_max,
                                    wait_ms=settings.write_batch_wait_ms,
                                    queue_max=settings.write_queue_max,
                                    timeout_s=settings.write_timeout_s,
                                    retries=settings.write_retries,
                                    max_inflight=settings.write_max_inflight)
-        state.stats = StatsService(state.pool, TTLCache(settings.stats_cache_ttl_s,
-                                                        settings.stats_cache_entries))
-        state.seed_reader = SeedReader(state.pool, state.stats.ready)
+        raw_gate = RawGate(settings.read_raw_concurrency, settings.read_raw_wait_s,
+                           settings.read_raw_min_seconds)
+        state.stats = StatsService(state.pool, AnswerCache(settings.stats_cache_ttl_s,
+                                                           settings.stats_cache_max_bytes), raw_gate)
+        state.seed_reader = SeedReader(state.pool, state.stats.ready, raw_gate=raw_gate,
+                                       max_rows=settings.seed_max_rows)
 
         async def bootstrap():
             state.db_info = await bootstrap_with_retry(settings)
@@ -77,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             boot_task.cancel()
             await state.writer.stop()
             await state.pool.close()
+            await state.write_pool.close()
             log.info("shutdown complete", extra={"writer_events": state.writer.stats.events})
 
     app = FastAPI(title="Event analytics API", version="1.0.0", lifespan=lifespan,

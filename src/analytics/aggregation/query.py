@@ -27,6 +27,13 @@ MAX_FILTER_VALUES = 100
 DEFAULT_GROUPS = 10          # breakdown rows, and series of a grouped timeseries, unless `limit`
 MAX_SERIES_ROWS = 200_000    # buckets x groups of one timeseries answer
 MAX_VALUE_LENGTH = 2048
+# The instants a question may name. Python's datetime ends at years 1 and 9999, and bucket
+# edges, default ranges and `compare=previous` reach past the instants asked for (a year, a
+# period): far inside those ends, every derived instant exists, and no analytics data is older
+# than 1900 or newer than 9000.
+MIN_INSTANT = datetime(1900, 1, 1, tzinfo=timezone.utc)
+MAX_INSTANT = datetime(9000, 1, 1, tzinfo=timezone.utc)
+_RANGE_MSG = f"must be between {MIN_INSTANT:%Y-%m-%dT%H:%M:%SZ} and {MAX_INSTANT:%Y-%m-%dT%H:%M:%SZ}"
 _CANON = {"os": {v.lower(): v for v in OS_NAMES}, "device": {v.lower(): v for v in DEVICES}}
 
 
@@ -88,9 +95,12 @@ def _instant(name: str, t: datetime, tz: ZoneInfo) -> datetime:
     if t.tzinfo is None:
         t = t.replace(tzinfo=tz)
     try:
-        return t.astimezone(timezone.utc)
+        t = t.astimezone(timezone.utc)
     except (OverflowError, ValueError):
-        raise validation_error(name, "is out of range") from None
+        raise validation_error(name, _RANGE_MSG) from None
+    if not MIN_INSTANT <= t <= MAX_INSTANT:
+        raise validation_error(name, _RANGE_MSG)
+    return t
 
 
 def _default_end(now: datetime) -> datetime:
@@ -164,6 +174,9 @@ def build_query(kind: Kind, *, interval: str | None, start: datetime | None, end
         raise validation_error("group_by", "breakdown needs at least one group_by dimension")
     if compare is not None and kind != "totals":
         raise validation_error("compare", "compare is available on /totals")
+    if compare == "previous" and s - (e - s) < MIN_INSTANT:
+        raise validation_error("compare", f"the previous period would start before {MIN_INSTANT:%Y-%m-%d}; "
+                                          "ask for a later start or a shorter range")
     name, desc = _order(order_by, mets)
     if limit is None and (kind == "breakdown" or kind == "timeseries" and groups):
         limit = DEFAULT_GROUPS

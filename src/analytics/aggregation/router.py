@@ -90,16 +90,20 @@ def parse_params(request: Request) -> StatsParams:
 
 
 def _query(kind: Kind, request: Request, p: StatsParams) -> StatsQuery:
+    settings = request.app.state.settings
     for name in request.query_params.keys():
         if name not in _ALLOWED and not name.startswith("_"):
             raise validation_error(name, "unknown parameter")
+    if "source" in request.query_params and not settings.stats_allow_raw_source:
+        # An operator's knob (STATS_ALLOW_RAW_SOURCE), not a public one: raw scans are costly.
+        raise validation_error("source", "unknown parameter")
     return build_query(
         kind, interval=p.interval, start=p.start, end=p.end, timezone_name=p.timezone,
         group_by=list(p.group_by), metrics=list(p.metrics),
         filters={"page": p.page, "page_prefix": p.page_prefix, "os": p.os, "browser": p.browser,
                  "device": p.device, "referrer": p.referrer},
         include_bots=p.include_bots, order_by=p.order_by, limit=p.limit, offset=p.offset,
-        compare=p.compare, source=p.source, max_buckets=request.app.state.settings.stats_max_buckets)
+        compare=p.compare, source=p.source, max_buckets=settings.stats_max_buckets)
 
 
 # -- response shapes (for the OpenAPI schema; the service renders JSON itself) ------------------
@@ -142,15 +146,18 @@ class StatsResponse(BaseModel):
     results: List[StatsRow]
 
 
-_DOC = {"response_model": None, "responses": {200: {"model": StatsResponse},
-                                               422: {"description": "A parameter is invalid (named in detail.loc)"}}}
+_DOC = {"response_model": None, "responses": {
+    200: {"model": StatsResponse},
+    422: {"description": "A parameter is invalid (named in detail.loc)"},
+    503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads are "
+                         "running, or the database is unavailable; see Retry-After"}}}
 
 
 async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
     q = _query(kind, request, p)
     ans = await request.app.state.stats.answer(q)
     return Response(ans.body, media_type="application/json",
-                    headers={"X-Cache": "hit" if ans.cached else "miss"})
+                    headers={"X-Cache": ans.how})
 
 
 def _fast(kind: Kind):

@@ -33,13 +33,19 @@ class EventBucketSchema(SQLModel):
     count: int
 
 
-@router.get("/", response_model=List[EventBucketSchema])
+@router.get("/", response_model=List[EventBucketSchema], responses={
+    422: {"description": "A parameter is invalid (named in detail.loc), or the answer would be over "
+                         "SEED_MAX_ROWS rows (`duration`: ask for a coarser one or fewer pages)"},
+    503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads are "
+                         "running, or the database is unavailable; see Retry-After"}})
 async def read_events(
     request: Request,
     duration: str = Query(default="1 day", description="Bucket width, e.g. '1 hour', '1 day', '1 week'"),
     pages: Optional[List[str]] = Query(default=None, description="Pages to include; repeatable"),
     source: Literal["auto", "raw"] = Query(default="auto", include_in_schema=False),
 ):
+    if "source" in request.query_params and not request.app.state.settings.stats_allow_raw_source:
+        raise validation_error("source", "unknown parameter")  # an operator's knob (STATS_ALLOW_RAW_SOURCE)
     try:
         interval = parse_bounded(duration)
     except IntervalError as exc:
@@ -56,8 +62,9 @@ async def read_events(
     return Response(body, media_type="application/json")
 
 
-@router.get("/{event_id}/", response_model=EventModel,
-            responses={404: {"description": "No event with this id"}})
+@router.get("/{event_id}/", response_model=EventModel, responses={
+    404: {"description": "No event has this id"},
+    503: {"description": "The database is unavailable or busy; see Retry-After"}})
 async def get_event_by_id(event_id: uuid.UUID, request: Request):
     async with connection(request.app.state.pool) as conn:
         cur = conn.cursor(row_factory=dict_row)

@@ -10,13 +10,20 @@ UTF-8): turning 7,500 rows into Python objects and back into JSON took longer th
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
+from ..web.errors import validation_error
+from .guard import RawGate
 from .intervals import Interval
 from .planner import seed_table
 from .service import ReadyRollups, read_snapshot
+
+# The seed endpoint has no time range: when no rollup fits, it scans every raw event.
+_ALL_TIME = timedelta(days=366 * 1000)
 
 _RAW_ROWS = """
 SELECT time_bucket(%(width)s::interval, time) AS bucket,
@@ -76,19 +83,30 @@ def seed_json_query(table: str | None) -> sql.Composable:
     inner = (sql.SQL(_RAW_ROWS) if table is None else
              sql.SQL(_ROLLUP_ROWS).format(table=sql.Identifier(table)))
     # Sorted before the JSON is written (narrow rows); the outer ORDER BY is then already met.
-    return sql.SQL(_RENDER).format(inner=inner + sql.SQL("ORDER BY 1, 2, 3"))
+    # LIMIT: never more than the row cap plus one (which says the cap was passed) leaves the database.
+    return sql.SQL(_RENDER).format(inner=inner + sql.SQL("ORDER BY 1, 2, 3")) + sql.SQL("\nLIMIT %(limit)s")
 
 
 class SeedReader:
-    def __init__(self, pool: AsyncConnectionPool, ready: ReadyRollups | None = None) -> None:
+    """The answer is bounded: at most `max_rows` rows are ever fetched (LIMIT max_rows + 1); a
+    bigger one is a 422 naming `duration`."""
+
+    def __init__(self, pool: AsyncConnectionPool, ready: ReadyRollups | None = None, *,
+                 raw_gate: RawGate | None = None, max_rows: int = 100_000) -> None:
         self.pool = pool
         self.ready = ready or ReadyRollups()
+        self.raw_gate = raw_gate or RawGate(2, 1.0, 3600)
+        self.max_rows = max(1, max_rows)
 
     async def json(self, interval: Interval, pages: list[str], *, force_raw: bool = False) -> bytes:
-        async with connection(self.pool) as conn:
-            async with read_snapshot(conn, many=False):
-                table = None if force_raw else seed_table(interval, await self.ready.get(conn))
-                cur = await conn.execute(seed_json_query(table), {"width": interval.to_pg(), "pages": pages},
-                                         prepare=False)
-                rows = await cur.fetchall()
+        table = None if force_raw else seed_table(interval, await self.ready.current(self.pool))
+        async with self.raw_gate.slot(table is None and self.raw_gate.heavy(_ALL_TIME)):
+            async with connection(self.pool) as conn:
+                async with read_snapshot(conn, many=False):
+                    cur = await conn.execute(seed_json_query(table), {
+                        "width": interval.to_pg(), "pages": pages, "limit": self.max_rows + 1}, prepare=False)
+                    rows = await cur.fetchall()
+        if len(rows) > self.max_rows:
+            raise validation_error("duration", f"the answer would have more than {self.max_rows} rows; "
+                                               "ask for a coarser duration or fewer pages")
         return ("[" + ",".join(r[0] for r in rows) + "]").encode()

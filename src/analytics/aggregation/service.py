@@ -16,7 +16,8 @@ from ..rollups.ddl import META_TABLE
 from ..web.errors import validation_error
 from .buckets import iso
 from .builder import Builder
-from .cache import TTLCache
+from .cache import AnswerCache, SingleFlight
+from .guard import RawGate, raw_span
 from .planner import KIND_OF_METRIC, Plan, plan
 from .query import MAX_SERIES_ROWS, StatsQuery
 
@@ -27,6 +28,12 @@ _READY_TTL = 5.0
 class Answer:
     body: bytes
     cached: bool
+    shared: bool = False  # answered by an identical question's query that was already running
+
+    @property
+    def how(self) -> str:
+        """The X-Cache header: hit, miss, or shared (single flight)."""
+        return "hit" if self.cached else "shared" if self.shared else "miss"
 
 
 async def begin_read(conn: psycopg.AsyncConnection) -> None:
@@ -62,6 +69,14 @@ class ReadyRollups:
         self._names: set[str] = set()
         self._at = -1e9
 
+    async def current(self, pool: AsyncConnectionPool) -> set[str]:
+        """The names, borrowing a connection only when they are due to be re-read."""
+        if time.monotonic() - self._at > _READY_TTL:
+            async with connection(pool) as conn:
+                async with read_snapshot(conn, many=False):
+                    return await self.get(conn)
+        return self._names
+
     async def get(self, conn: psycopg.AsyncConnection) -> set[str]:
         if time.monotonic() - self._at > _READY_TTL:
             cur = await conn.execute(sql.SQL("SELECT name FROM {} WHERE ready").format(sql.Identifier(META_TABLE)))
@@ -90,26 +105,51 @@ def _meta(q: StatsQuery, p: Plan, **extra) -> dict:
     return meta
 
 
+def _plans(q: StatsQuery, ready: set[str]) -> list[Plan]:
+    """The plans of every statement an answer runs that can read raw events."""
+    plans = [plan(q, ready)]
+    if q.compare == "previous":
+        plans.append(plan(_previous(q), ready))
+    return plans
+
+
+def _previous(q: StatsQuery) -> StatsQuery:
+    """The period of the same length just before (build_query checked it is in range)."""
+    span = q.end - q.start
+    return replace(q, start=q.start - span, end=q.start, compare=None, limit=None, offset=0)
+
+
 class StatsService:
-    def __init__(self, pool: AsyncConnectionPool, cache: TTLCache) -> None:
+    def __init__(self, pool: AsyncConnectionPool, cache: AnswerCache, raw_gate: RawGate | None = None) -> None:
         self.pool = pool
         self.cache = cache
         self.ready = ReadyRollups()
+        self.raw_gate = raw_gate or RawGate(2, 1.0, 3600)
+        self.flight = SingleFlight()
 
     async def answer(self, q: StatsQuery) -> Answer:
         key = q.cache_key()
         hit = self.cache.get(key)
         if hit is not None:
             return Answer(hit, True)
-        async with connection(self.pool) as conn:
-            async with read_snapshot(conn, not _single_statement(q)):
-                ready = await self.ready.get(conn)
-                body = await self._run(conn, q, ready)
-        self.cache.put(key, body)
-        return Answer(body, False)
+        body, shared = await self.flight.run(key, lambda: self._compute(key, q))
+        return Answer(body, False, shared)
 
-    async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None) -> tuple[str, int, Plan]:
-        p = plan(q, ready)
+    async def _compute(self, key, q: StatsQuery) -> bytes:
+        # Planned before a connection is taken: a read that must wait for a raw slot (or is
+        # refused one) holds no connection meanwhile.
+        ready = await self.ready.current(self.pool)
+        plans = _plans(q, ready)
+        async with self.raw_gate.slot(self.raw_gate.heavy(raw_span(plans))):
+            async with connection(self.pool) as conn:
+                async with read_snapshot(conn, not _single_statement(q)):
+                    body = await self._run(conn, q, ready, plans)
+        self.cache.put(key, body)
+        return body
+
+    async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None,
+                    p: Plan | None = None) -> tuple[str, int, Plan]:
+        p = p or plan(q, ready)
         b = Builder(q, groups)
         # Never a prepared statement: a generic plan knows nothing of the arrays and ranges passed
         # in and picked nested loops that took seconds; planning afresh costs under a millisecond.
@@ -117,7 +157,8 @@ class StatsService:
         text, n = await cur.fetchone()
         return text, n, p
 
-    async def _run(self, conn, q: StatsQuery, ready: set[str]) -> bytes:
+    async def _run(self, conn, q: StatsQuery, ready: set[str], plans: list[Plan]) -> bytes:
+        """`plans`: _plans(q, ready), made already (for the raw-read cap)."""
         if q.kind == "timeseries":
             if q.group_by:
                 # The series of the top `limit` groups (after `offset`) by order_by over the range.
@@ -127,21 +168,20 @@ class StatsService:
                 if len(groups) * len(q.edges) > MAX_SERIES_ROWS:
                     raise validation_error("limit", f"{len(groups)} groups x {len(q.edges)} buckets is more "
                                                     f"than {MAX_SERIES_ROWS} rows; lower limit or coarsen the interval")
-                results, n, p = await self._rows(conn, q, ready, groups)
+                results, n, p = await self._rows(conn, q, ready, groups, plans[0])
                 meta = _meta(q, p, buckets=len(q.edges), total_groups=total)
             else:
-                results, n, p = await self._rows(conn, q, ready)
+                results, n, p = await self._rows(conn, q, ready, p=plans[0])
                 meta = _meta(q, p, buckets=len(q.edges))
         elif q.kind == "breakdown":
-            results, total, p = await self._rows(conn, q, ready)
+            results, total, p = await self._rows(conn, q, ready, p=plans[0])
             meta = _meta(q, p, total_groups=total)
         else:
-            results, total, p = await self._rows(conn, q, ready)
+            results, total, p = await self._rows(conn, q, ready, p=plans[0])
             meta = _meta(q, p, total_groups=total if q.group_by else None)
             if q.compare == "previous":
-                span = q.end - q.start
-                prev_q = replace(q, start=q.start - span, end=q.start, compare=None, limit=None, offset=0)
-                prev_text, _, prev_plan = await self._rows(conn, prev_q, ready)
+                prev_q = _previous(q)
+                prev_text, _, prev_plan = await self._rows(conn, prev_q, ready, p=plans[1])
                 results = _attach_previous(q, results, prev_text)
                 meta.update(compare="previous", previous={
                     "start": iso(prev_q.start, q.tz), "end": iso(prev_q.end, q.tz),

@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..db import DatabaseUnavailable
+from ..db import DatabaseUnavailable, ReadsBusy
 
 log = logging.getLogger("analytics.errors")
 
@@ -53,6 +53,11 @@ def unavailable_response() -> JSONResponse:
                         status_code=503, headers={"Retry-After": "2"})
 
 
+_TOO_EXPENSIVE = ("This question is too expensive to answer within the read time limit. Narrow it: a shorter "
+                  "range (start/end), a coarser interval or duration, fewer group_by dimensions, fewer pages, "
+                  "or fewer costly metrics (unique_sessions, median_duration, p95_duration).")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -88,10 +93,15 @@ def install(app: FastAPI) -> None:
         log.warning("database operational error: %s", type(exc).__name__)
         return unavailable_response()
 
+    @app.exception_handler(ReadsBusy)
+    async def _busy(_: Request, exc: ReadsBusy):
+        return JSONResponse({"error": "reads_busy", "detail": exc.detail},
+                            status_code=503, headers={"Retry-After": "2"})
+
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def _timeout(_: Request, exc: psycopg.Error):
-        return JSONResponse({"error": "query_timeout",
-                             "detail": "The query took too long; narrow the range or coarsen the interval."},
+        # Reads run under READ_STATEMENT_TIMEOUT_MS: asking again will not help, asking less will.
+        return JSONResponse({"error": "query_timeout", "detail": _TOO_EXPENSIVE},
                             status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

@@ -1,0 +1,38 @@
+"""Validation rules that JSON Schema cannot state, named once.
+
+The OpenAPI schema states every constraint it can (lengths, ranges, enums, patterns, item
+counts). What it cannot state relates a value to the clock, to another parameter, to the
+database's limits or to the size of the answer. Each such refusal is a 422 whose error `type`
+is one of the names below, and every operation lists the ones it enforces in its 422 response
+(`x-rules`), so a client (and the schema fuzz test) can tell a documented refusal from a bug.
+"""
+from __future__ import annotations
+
+RULES: dict[str, str] = {
+    "time_window": "An event's `time` lies between now - MAX_EVENT_AGE_DAYS and now + "
+                   "MAX_CLOCK_SKEW_SECONDS.",
+    "too_many_bytes": "Text is also limited in UTF-8 bytes (database index rows hold at most "
+                      "2,704 bytes): `page` and the derived referrer host and keys, alone and "
+                      "together.",
+    "range_order": "`end` is after `start`.",
+    "date_range": "Every instant of the question, in its time zone, and the previous period of "
+                  "`compare=previous`, lies between the years 1 and 9999.",
+    "interval_bounds": "An interval is between 1 minute and 1 year, and does not mix months or "
+                       "years with smaller units.",
+    "too_many_buckets": "A timeseries has at most STATS_MAX_BUCKETS buckets.",
+    "too_many_rows": "An answer has at most its row cap (SEED_MAX_ROWS for the seed aggregate; "
+                     "groups x buckets for a grouped timeseries).",
+    "needs_group_by": "`limit` and `offset` page through groups: they need `group_by`.",
+    "totals_only": "`compare` is available on /totals only.",
+    "requested_metric": "`order_by` names one of the requested `metrics`.",
+    "unknown_parameter": "Parameters that the operation does not define are refused.",
+}
+
+
+def rules_422(*names: str, description: str = "A parameter or the body is invalid; "
+                                                "`detail` names it") -> dict:
+    """The 422 entry of an operation's `responses`: its description and the rules it enforces."""
+    unknown = set(names) - set(RULES)
+    if unknown:
+        raise KeyError(f"undocumented rules: {sorted(unknown)}")
+    return {"description": description, "x-rules": {n: RULES[n] for n in names}}
