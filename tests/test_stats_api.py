@@ -284,11 +284,16 @@ def test_openapi_types_the_parameters(stats):
     for path in ("timeseries", "breakdown", "totals"):
         params = {p["name"]: p for p in spec["paths"][f"/api/v1/stats/{path}"]["get"]["parameters"]}
         assert {"interval", "start", "end", "timezone", "group_by", "metrics", "page", "page_prefix", "os",
-                "browser", "device", "referrer", "include_bots", "order_by", "limit", "offset", "compare"} <= set(params)
+                "browser", "device", "referrer", "include_bots", "order_by", "limit", "offset"} <= set(params)
+        assert ("compare" in params) == (path == "totals")
         assert "source" not in params
         assert params["group_by"]["schema"]["items"]["enum"] == ["page", "os", "browser", "device", "referrer"]
+        assert params["group_by"]["required"] == (path == "breakdown")
         assert "p95_duration" in params["metrics"]["schema"]["items"]["enum"]
-        assert params["start"]["schema"]["anyOf"][0]["format"] == "date-time"
+        assert "Europe/Berlin" in params["timezone"]["schema"]["enum"]
+        assert params["start"]["schema"]["anyOf"][0]["pattern"].startswith("^[0-9]{4}-")
+        assert params["interval"]["schema"]["anyOf"][0]["maxLength"] == 64
+        assert params["page"]["schema"]["maxItems"] == 100
         ok = spec["paths"][f"/api/v1/stats/{path}"]["get"]["responses"]["200"]
         assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/StatsResponse")
 

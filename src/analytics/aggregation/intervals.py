@@ -21,6 +21,27 @@ _UNITS = {
 _SHORT_NAMES = {"minutely": "minute", "hourly": "hour", "daily": "day", "weekly": "week",
                 "monthly": "month", "yearly": "year"}
 _TERM = re.compile(r"(\d{1,6})\s*([a-z]+)", re.ASCII)  # ASCII digits only
+_SPACE = " \t\n\r\f\v"  # what \s matches in an ASCII regex; str.strip() alone also strips Unicode spaces
+MAX_LENGTH = 64
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c}{c.upper()}]" for c in word)
+
+
+def _pattern() -> str:
+    """The grammar parse_interval accepts, as a JSON Schema (ECMA 262) pattern: derived from the
+    unit tables, so the documented syntax is the parsed one."""
+    words = set(_UNITS) | {u + "s" for u in _UNITS}
+    word = "(?:" + "|".join(_any_case(w) for w in sorted(words, key=lambda w: (-len(w), w))) + ")"
+    short = "(?:" + "|".join(_any_case(w) for w in sorted(_SHORT_NAMES)) + ")"
+    sp = "[ \\t\\n\\r\\f\\v]"
+    term = f"[0-9]{{1,6}}{sp}*{word}"
+    return f"^{sp}*(?:{short}|{word}|{term}(?:[ ,]*{term})*){sp}*$"
+
+
+# Lengths, bounds and unit mixes are checked by parse_bounded (rules `interval_bounds`).
+INTERVAL_PATTERN = _pattern()
 
 
 @dataclass(frozen=True)
@@ -68,11 +89,13 @@ def _unit(word: str) -> tuple[str, int]:
 
 
 def parse_interval(text: str | None) -> Interval:
-    if text is None or not text.strip():
+    if text is None or not text.strip(_SPACE):
         raise IntervalError("must not be empty")
-    s = text.strip().lower()
-    if len(s) > 64:
+    if len(text) > MAX_LENGTH:
         raise IntervalError("is too long")
+    if not text.isascii():  # lower() maps some non-ASCII letters to ASCII ones (K, the Kelvin sign)
+        raise IntervalError("is not a valid interval such as '1 day' or '15 minutes'")
+    s = text.strip(_SPACE).lower()
     s = _SHORT_NAMES.get(s, s)
     if re.fullmatch(r"[a-z]+", s):
         s = "1 " + s

@@ -14,6 +14,7 @@ from ..ingestion.enrich import DEVICES, OS_NAMES
 from ..web.errors import validation_error
 from .buckets import TooManyBuckets, edges
 from .intervals import Interval, IntervalError, parse_bounded
+from .params import CalendarError, parse_instant, zone_names
 
 Kind = Literal["timeseries", "breakdown", "totals"]
 Metric = Literal["events", "unique_sessions", "avg_duration", "median_duration", "p95_duration"]
@@ -22,6 +23,7 @@ Dimension = Literal["page", "os", "browser", "device", "referrer"]
 METRICS: tuple[str, ...] = ("events", "unique_sessions", "avg_duration", "median_duration", "p95_duration")
 DIMENSIONS: tuple[str, ...] = ("page", "os", "browser", "device", "referrer")
 FILTERS: tuple[str, ...] = ("page", "page_prefix", "os", "browser", "device", "referrer")
+ORDER_PATTERN = "^(?:" + "|".join(METRICS) + ")(?::(?:asc|desc))?$"
 DEFAULT_RANGE = timedelta(days=30)
 MAX_FILTER_VALUES = 100
 DEFAULT_GROUPS = 10          # breakdown rows, and series of a grouped timeseries, unless `limit`
@@ -82,7 +84,7 @@ class StatsQuery:
 
 
 def _zone(name: str) -> ZoneInfo:
-    if not name or len(name) > 64:
+    if not name or len(name) > 64 or name not in zone_names():
         raise validation_error("timezone", "must be an IANA time zone name such as 'Europe/Berlin'")
     try:
         return ZoneInfo(name)
@@ -90,16 +92,23 @@ def _zone(name: str) -> ZoneInfo:
         raise validation_error("timezone", f"unknown time zone '{name[:64]}'") from None
 
 
-def _instant(name: str, t: datetime, tz: ZoneInfo) -> datetime:
+def _instant(name: str, text: str | datetime, tz: ZoneInfo) -> datetime:
     """Aware datetimes are instants; a naive one is read as wall time in the query's zone."""
+    if isinstance(text, datetime):
+        t = text
+    else:
+        try:
+            t = parse_instant(text)
+        except CalendarError as exc:
+            raise validation_error(name, str(exc), rule="calendar_date") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=tz)
     try:
         t = t.astimezone(timezone.utc)
     except (OverflowError, ValueError):
-        raise validation_error(name, _RANGE_MSG) from None
+        raise validation_error(name, _RANGE_MSG, rule="date_range") from None
     if not MIN_INSTANT <= t <= MAX_INSTANT:
-        raise validation_error(name, _RANGE_MSG)
+        raise validation_error(name, _RANGE_MSG, rule="date_range")
     return t
 
 
@@ -142,13 +151,13 @@ def _order(order_by: str | None, metrics: tuple[str, ...]) -> tuple[str, bool]:
     name, _, direction = order_by.partition(":")
     if name not in metrics:
         raise validation_error("order_by", f"must be one of the requested metrics: {', '.join(metrics)} "
-                                           "(optionally followed by ':asc' or ':desc')")
+                                           "(optionally followed by ':asc' or ':desc')", rule="requested_metric")
     if direction not in ("", "asc", "desc"):
         raise validation_error("order_by", "direction must be ':asc' or ':desc'")
     return name, direction != "asc"
 
 
-def build_query(kind: Kind, *, interval: str | None, start: datetime | None, end: datetime | None,
+def build_query(kind: Kind, *, interval: str | None, start: str | datetime | None, end: str | datetime | None,
                 timezone_name: str, group_by: list[str], metrics: list[str], filters: dict[str, list[str]],
                 include_bots: bool, order_by: str | None, limit: int | None, offset: int,
                 compare: str | None, source: str, max_buckets: int, now: datetime | None = None) -> StatsQuery:
@@ -161,13 +170,13 @@ def build_query(kind: Kind, *, interval: str | None, start: datetime | None, end
     if s is None:
         s = e - DEFAULT_RANGE
     if e <= s:
-        raise validation_error("end", "must be after start")
+        raise validation_error("end", "must be after start", rule="range_order")
     iv = None
     if kind == "timeseries" or interval is not None:
         try:
             iv = parse_bounded(interval if interval is not None else "1 day")
         except IntervalError as exc:
-            raise validation_error("interval", f"interval {exc}") from None
+            raise validation_error("interval", f"interval {exc}", rule="interval_bounds") from None
     groups = tuple(dict.fromkeys(group_by))
     mets = tuple(dict.fromkeys(metrics)) or ("events",)
     if kind == "breakdown" and not groups:
@@ -176,20 +185,21 @@ def build_query(kind: Kind, *, interval: str | None, start: datetime | None, end
         raise validation_error("compare", "compare is available on /totals")
     if compare == "previous" and s - (e - s) < MIN_INSTANT:
         raise validation_error("compare", f"the previous period would start before {MIN_INSTANT:%Y-%m-%d}; "
-                                          "ask for a later start or a shorter range")
+                                          "ask for a later start or a shorter range", rule="date_range")
     name, desc = _order(order_by, mets)
     if limit is None and (kind == "breakdown" or kind == "timeseries" and groups):
         limit = DEFAULT_GROUPS
     if (limit is not None or offset) and not groups:
         raise validation_error("limit" if limit is not None else "offset",
-                               "limit and offset page through groups; add group_by")
+                               "limit and offset page through groups; add group_by", rule="needs_group_by")
     bucket_edges: tuple[datetime, ...] = ()
     if kind == "timeseries":
         try:
             bucket_edges = tuple(edges(s, e, iv, tz, max_buckets))
         except TooManyBuckets as exc:
             raise validation_error("interval", f"the range would have about {exc.n} buckets of {iv}; "
-                                               f"at most {max_buckets} are allowed") from None
+                                               f"at most {max_buckets} are allowed",
+                                   rule="too_many_buckets") from None
     return StatsQuery(kind=kind, start=s, end=e, tz_name=timezone_name, interval=iv if kind == "timeseries" else None,
                       group_by=groups, metrics=mets, filters=_filters(filters, include_bots),
                       order_by=name, descending=desc, limit=limit, offset=offset, compare=compare,

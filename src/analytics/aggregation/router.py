@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from datetime import datetime
-from typing import Annotated, List, Literal, Optional
+from dataclasses import dataclass
+from typing import Annotated, Callable, List, Literal, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,90 +13,131 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..web.errors import validation_error
 from ..web.fastpath import fast
-from .query import Dimension, Kind, Metric, StatsQuery, build_query
+from ..web.rules import rules_422
+from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OsName, Text, ZoneName
+from .query import ORDER_PATTERN, Dimension, Kind, Metric, StatsQuery, build_query
 
 router = APIRouter()
 
+def _declared(
+    *,
+    interval: Annotated[Optional[IntervalText], Query(
+        description="Bucket width (timeseries): '15 minutes', '1 day', '1 week', '1 month' or "
+                    "minute/hour/day/week/month; 1 minute to 1 year. Default 1 day.")] = None,
+    start: Annotated[Optional[Instant], Query(
+        description="ISO 8601 date or date and time, inclusive; without an offset it is wall time in "
+                    "`timezone`. Default: end - 30 days.")] = None,
+    end: Annotated[Optional[Instant], Query(
+        description="ISO 8601, exclusive. Default: now, rounded up to the quarter hour.")] = None,
+    timezone: Annotated[ZoneName, Query(description="IANA zone for bucket edges and output offsets")] = "UTC",
+    group_by: Annotated[List[Dimension], Query(description="Repeatable")] = [],  # noqa: B006
+    metrics: Annotated[List[Metric], Query(description="Repeatable; default events")] = [],  # noqa: B006
+    page: Annotated[List[NonEmptyText], Query(max_length=MAX_VALUES,
+                                              description="Exact page; repeatable (OR)")] = [],  # noqa: B006
+    page_prefix: Annotated[List[NonEmptyText], Query(max_length=MAX_VALUES,
+                                                     description="Page prefix; repeatable (OR)")] = [],  # noqa: B006
+    os: Annotated[List[OsName], Query(max_length=MAX_VALUES,
+                                                   description="Operating system; repeatable (OR)")] = [],  # noqa: B006
+    browser: Annotated[List[NonEmptyText], Query(max_length=MAX_VALUES,
+                                                 description="Browser family; repeatable (OR)")] = [],  # noqa: B006
+    device: Annotated[List[DeviceName], Query(max_length=MAX_VALUES,
+                                                      description="Device; repeatable (OR)")] = [],  # noqa: B006
+    referrer: Annotated[List[Text], Query(max_length=MAX_VALUES,
+                                          description="Referrer host without www. ('' = direct)")] = [],  # noqa: B006
+    include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
+    order_by: Annotated[Optional[str], Query(
+        pattern=ORDER_PATTERN, description="A requested metric, optionally ':asc' or ':desc' (default "
+                                           "desc); default the first metric")] = None,
+    limit: Annotated[Optional[int], Query(ge=1, le=10000, description="Groups per page (with group_by; "
+                                          "breakdown default 10)")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Groups to skip (with group_by)")] = 0,
+    compare: Annotated[Optional[Literal["previous"]], Query(
+        description="Also the period of the same length just before")] = None,
+    source: Annotated[Literal["auto", "raw"], Query(include_in_schema=False)] = "auto",
+) -> None:
+    """The parameters of the stats endpoints, declared once; each endpoint takes a variant."""
+
+
+_HINTS = typing.get_type_hints(_declared, include_extras=True)
+_BASE = {n: p.replace(annotation=_HINTS[n]) for n, p in inspect.signature(_declared).parameters.items()}
+
+
 class StatsParams:
-    """The parameters shared by all three endpoints (FastAPI types and documents them)."""
+    """The validated parameters of one request (absent ones at their declared defaults)."""
 
-    def __init__(
-        self,
-        interval: Annotated[Optional[str], Query(
-            description="Bucket width (timeseries): '15 minutes', '1 day', '1 week', '1 month' or "
-                        "minute/hour/day/week/month; 1 minute to 1 year. Default 1 day.")] = None,
-        start: Annotated[Optional[datetime], Query(
-            description="ISO 8601 instant, inclusive; without an offset it is wall time in `timezone`. "
-                        "Default: end - 30 days.")] = None,
-        end: Annotated[Optional[datetime], Query(
-            description="ISO 8601 instant, exclusive. Default: now, rounded up to the quarter hour.")] = None,
-        timezone: Annotated[str, Query(description="IANA zone for bucket edges and output offsets")] = "UTC",
-        group_by: Annotated[List[Dimension], Query(description="Repeatable")] = [],  # noqa: B006
-        metrics: Annotated[List[Metric], Query(description="Repeatable; default events")] = [],  # noqa: B006
-        page: Annotated[List[str], Query(description="Exact page; repeatable (OR)")] = [],  # noqa: B006
-        page_prefix: Annotated[List[str], Query(description="Page prefix; repeatable (OR)")] = [],  # noqa: B006
-        os: Annotated[List[str], Query(description="Windows, MacOS, iOS, Android, Linux, ChromeOS, Other")] = [],  # noqa: B006
-        browser: Annotated[List[str], Query(description="Browser family; repeatable (OR)")] = [],  # noqa: B006
-        device: Annotated[List[str], Query(description="desktop, mobile, tablet, bot, other")] = [],  # noqa: B006
-        referrer: Annotated[List[str], Query(description="Referrer host without www. ('' = direct)")] = [],  # noqa: B006
-        include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
-        order_by: Annotated[Optional[str], Query(
-            description="A requested metric, optionally ':asc' or ':desc' (default desc); "
-                        "default the first metric")] = None,
-        limit: Annotated[Optional[int], Query(ge=1, le=10000, description="Groups per page "
-                                              "(breakdown default 10; elsewhere all groups)")] = None,
-        offset: Annotated[int, Query(ge=0, le=1_000_000, description="Groups to skip")] = 0,
-        compare: Annotated[Optional[Literal["previous"]], Query(
-            description="totals: also the period of the same length just before")] = None,
-        source: Annotated[Literal["auto", "raw"], Query(include_in_schema=False)] = "auto",
-    ) -> None:
-        self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
+    def __init__(self, **values) -> None:
+        self.__dict__.update({n: p.default for n, p in _BASE.items()})
+        self.__dict__.update(values)
 
 
-_SIGNATURE = inspect.signature(StatsParams)
-_ALLOWED = set(_SIGNATURE.parameters)
+@dataclass(frozen=True)
+class _Declaration:
+    """One endpoint's parameters: the FastAPI dependency (schema, and validation when FastAPI
+    serves the route) and the same signature as one pydantic model (the fast path)."""
+
+    dependency: Callable
+    model: type[BaseModel]
+    lists: frozenset[str]
+    allowed: frozenset[str]
 
 
-async def stats_params(**values) -> StatsParams:
-    """StatsParams as an async FastAPI dependency (a class dependency runs in the thread pool)."""
-    return StatsParams(**values)
+def _declaration(kind: Kind) -> _Declaration:
+    params = dict(_BASE)
+    if kind != "totals":
+        del params["compare"]
+    if kind == "breakdown":
+        params["group_by"] = params["group_by"].replace(
+            annotation=Annotated[List[Dimension], Query(min_length=1, description="Repeatable; at least one")],
+            default=inspect.Parameter.empty)
+
+    async def dependency(**values) -> StatsParams:
+        return StatsParams(**values)
+
+    dependency.__signature__ = inspect.Signature(list(params.values()))  # type: ignore[attr-defined]
+    dependency.__name__ = f"{kind}_params"
+    # FastAPI's per-parameter extraction re-inspects every annotation on every request, ~0.9 ms
+    # for these 17 (a quarter of a worker's CPU on a 5 ms dashboard answer): the fast path
+    # validates them with one model of the same annotations (same types, constraints, errors).
+    model = create_model(f"{kind.title()}Params", **{
+        n: (p.annotation, ... if p.default is inspect.Parameter.empty else p.default) for n, p in params.items()})
+    lists = frozenset(n for n, p in params.items() if _is_list(p.annotation))
+    return _Declaration(dependency, model, lists, frozenset(params))
 
 
-stats_params.__signature__ = _SIGNATURE  # type: ignore[attr-defined]
-
-# The same parameters, validated at run time by one pydantic model (types, constraints and
-# error messages are pydantic's, as through FastAPI): FastAPI's per-parameter extraction
-# re-inspects every annotation on every request, ~0.9 ms for these 17 (a quarter of a worker's
-# CPU on a 5 ms dashboard answer).
-_HINTS = typing.get_type_hints(StatsParams.__init__, include_extras=True)
-_MODEL = create_model("StatsParamsModel", **{n: (_HINTS[n], p.default) for n, p in _SIGNATURE.parameters.items()})
-_LISTS = frozenset(n for n in _SIGNATURE.parameters if typing.get_origin(typing.get_args(_HINTS[n])[0]) is list)
+def _is_list(annotation) -> bool:
+    inner = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    return typing.get_origin(inner) is list
 
 
-def parse_params(request: Request) -> StatsParams:
+DECLARATIONS: dict[str, _Declaration] = {k: _declaration(k) for k in ("timeseries", "breakdown", "totals")}
+
+
+def parse_params(kind: Kind, request: Request) -> StatsParams:
+    d = DECLARATIONS[kind]
     qp = request.query_params
     data = {}
     for name in qp.keys():
-        if name in _LISTS:
+        if name in d.lists:
             data[name] = qp.getlist(name)
-        elif name in _ALLOWED:
+        elif name in d.allowed:
             data[name] = qp[name]  # the last value, as FastAPI takes it
     try:
-        m = _MODEL.model_validate(data)
+        m = d.model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("query", *e["loc"])}
                                       for e in exc.errors(include_url=False)]) from None
-    return StatsParams(**{n: getattr(m, n) for n in _SIGNATURE.parameters})
+    return StatsParams(**{n: getattr(m, n) for n in d.allowed})
 
 
 def _query(kind: Kind, request: Request, p: StatsParams) -> StatsQuery:
     settings = request.app.state.settings
+    allowed = DECLARATIONS[kind].allowed
     for name in request.query_params.keys():
-        if name not in _ALLOWED and not name.startswith("_"):
-            raise validation_error(name, "unknown parameter")
+        if name not in allowed and not name.startswith("_"):
+            raise validation_error(name, "unknown parameter", rule="unknown_parameter")
     if "source" in request.query_params and not settings.stats_allow_raw_source:
         # An operator's knob (STATS_ALLOW_RAW_SOURCE), not a public one: raw scans are costly.
-        raise validation_error("source", "unknown parameter")
+        raise validation_error("source", "unknown parameter", rule="unknown_parameter")
     return build_query(
         kind, interval=p.interval, start=p.start, end=p.end, timezone_name=p.timezone,
         group_by=list(p.group_by), metrics=list(p.metrics),
@@ -146,11 +187,18 @@ class StatsResponse(BaseModel):
     results: List[StatsRow]
 
 
-_DOC = {"response_model": None, "responses": {
-    200: {"model": StatsResponse},
-    422: {"description": "A parameter is invalid (named in detail.loc)"},
-    503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads are "
-                         "running, or the database is unavailable; see Retry-After"}}}
+# Rules every stats endpoint enforces beyond what the schema states (web/rules.py).
+_RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "needs_group_by",
+          "requested_metric", "unknown_parameter")
+
+
+def _doc(*rules: str) -> dict:
+    return {"response_model": None, "responses": {
+        200: {"model": StatsResponse},
+        422: rules_422(*dict.fromkeys(_RULES + rules),
+                       description="A parameter is invalid (named in detail.loc)"),
+        503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads "
+                             "are running, or the database is unavailable; see Retry-After"}}}
 
 
 async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
@@ -161,28 +209,31 @@ async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
 
 
 def _fast(kind: Kind):
-    """The fast path's handler: the same parameters, parsed by the model built from StatsParams."""
+    """The fast path's handler: the endpoint's parameters, parsed by its declaration's model."""
     async def handler(request: Request) -> Response:
-        return await _respond(kind, request, parse_params(request))
-    return fast(handler, parses=(stats_params,))
+        return await _respond(kind, request, parse_params(kind, request))
+    return fast(handler, parses=(DECLARATIONS[kind].dependency,))
 
 
 # The endpoints, declared once: typed parameters (the OpenAPI schema, and what FastAPI validates
 # when it serves them), dependencies, responses. GET requests are answered by the fast path
 # (web/fastpath.py) from this declaration.
-@router.get("/timeseries", **_DOC, summary="One row per bucket (and group), zero-filled")
+@router.get("/timeseries", **_doc("interval_bounds", "too_many_buckets", "too_many_rows"),
+            summary="One row per bucket (and group), zero-filled")
 @_fast("timeseries")
-async def timeseries(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
+async def timeseries(request: Request,
+                     p: Annotated[StatsParams, Depends(DECLARATIONS["timeseries"].dependency)]):
     return await _respond("timeseries", request, p)
 
 
-@router.get("/breakdown", **_DOC, summary="One row per group over the range, ordered and paged")
+@router.get("/breakdown", **_doc(), summary="One row per group over the range, ordered and paged")
 @_fast("breakdown")
-async def breakdown(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
+async def breakdown(request: Request,
+                    p: Annotated[StatsParams, Depends(DECLARATIONS["breakdown"].dependency)]):
     return await _respond("breakdown", request, p)
 
 
-@router.get("/totals", **_DOC, summary="The metrics over the range (optionally vs the previous period)")
+@router.get("/totals", **_doc(), summary="The metrics over the range (optionally vs the previous period)")
 @_fast("totals")
-async def totals(request: Request, p: Annotated[StatsParams, Depends(stats_params)]):
+async def totals(request: Request, p: Annotated[StatsParams, Depends(DECLARATIONS["totals"].dependency)]):
     return await _respond("totals", request, p)

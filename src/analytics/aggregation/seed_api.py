@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import List, Literal, Optional
+from typing import Annotated, List, Literal, Optional
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -13,7 +13,9 @@ from sqlmodel import SQLModel
 from ..db import connection
 from ..ingestion.schemas import EventModel
 from ..web.errors import validation_error
+from ..web.rules import rules_422
 from .intervals import IntervalError, parse_bounded
+from .params import IntervalText, Text
 
 router = APIRouter()
 
@@ -34,22 +36,26 @@ class EventBucketSchema(SQLModel):
 
 
 @router.get("/", response_model=List[EventBucketSchema], responses={
-    422: {"description": "A parameter is invalid (named in detail.loc), or the answer would be over "
-                         "SEED_MAX_ROWS rows (`duration`: ask for a coarser one or fewer pages)"},
+    422: rules_422("interval_bounds", "too_many_rows", "unknown_parameter",
+                   description="A parameter is invalid (named in detail.loc), or the answer would be over "
+                               "SEED_MAX_ROWS rows (`duration`: ask for a coarser one or fewer pages)"),
     503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads are "
                          "running, or the database is unavailable; see Retry-After"}})
 async def read_events(
     request: Request,
-    duration: str = Query(default="1 day", description="Bucket width, e.g. '1 hour', '1 day', '1 week'"),
-    pages: Optional[List[str]] = Query(default=None, description="Pages to include; repeatable"),
+    duration: Annotated[IntervalText, Query(
+        description="Bucket width, e.g. '1 hour', '1 day', '1 week'; 1 minute to 1 year")] = "1 day",
+    pages: Annotated[Optional[List[Text]], Query(
+        max_length=MAX_PAGES, description="Pages to include; repeatable (default: seed 004's twelve)")] = None,
     source: Literal["auto", "raw"] = Query(default="auto", include_in_schema=False),
 ):
     if "source" in request.query_params and not request.app.state.settings.stats_allow_raw_source:
-        raise validation_error("source", "unknown parameter")  # an operator's knob (STATS_ALLOW_RAW_SOURCE)
+        # An operator's knob (STATS_ALLOW_RAW_SOURCE)
+        raise validation_error("source", "unknown parameter", rule="unknown_parameter")
     try:
         interval = parse_bounded(duration)
     except IntervalError as exc:
-        raise validation_error("duration", f"duration {exc}") from None
+        raise validation_error("duration", f"duration {exc}", rule="interval_bounds") from None
     lookup = pages if pages else DEFAULT_LOOKUP_PAGES
     if len(lookup) > MAX_PAGES:
         raise validation_error("pages", f"at most {MAX_PAGES} pages")

@@ -108,5 +108,5 @@ class SeedReader:
                     rows = await cur.fetchall()
         if len(rows) > self.max_rows:
             raise validation_error("duration", f"the answer would have more than {self.max_rows} rows; "
-                                               "ask for a coarser duration or fewer pages")
+                                               "ask for a coarser duration or fewer pages", rule="too_many_rows")
         return ("[" + ",".join(r[0] for r in rows) + "]").encode()

@@ -167,7 +167,8 @@ class StatsService:
                 groups = [tuple(r[d] for d in q.group_by) for r in json.loads(text)]
                 if len(groups) * len(q.edges) > MAX_SERIES_ROWS:
                     raise validation_error("limit", f"{len(groups)} groups x {len(q.edges)} buckets is more "
-                                                    f"than {MAX_SERIES_ROWS} rows; lower limit or coarsen the interval")
+                                                    f"than {MAX_SERIES_ROWS} rows; lower limit or coarsen the interval",
+                                           rule="too_many_rows")
                 results, n, p = await self._rows(conn, q, ready, groups, plans[0])
                 meta = _meta(q, p, buckets=len(q.edges), total_groups=total)
             else:

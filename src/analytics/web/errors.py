@@ -25,8 +25,10 @@ class ApiError(Exception):
         self.loc_prefix = loc_prefix
 
 
-def validation_error(field: str, msg: str, where: str = "query") -> ApiError:
-    return ApiError(422, field, msg, loc_prefix=where)
+def validation_error(field: str, msg: str, where: str = "query", rule: str = "value_error") -> ApiError:
+    """A 422 naming `field`. `rule` is the error's type: one of web/rules.py's names for the
+    rules that the OpenAPI schema cannot state."""
+    return ApiError(422, field, msg, type_=rule, loc_prefix=where)
 
 
 def _clean(errors: list[dict]) -> list[dict]:

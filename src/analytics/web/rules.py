@@ -14,11 +14,12 @@ RULES: dict[str, str] = {
     "too_many_bytes": "Text is also limited in UTF-8 bytes (database index rows hold at most "
                       "2,704 bytes): `page` and the derived referrer host and keys, alone and "
                       "together.",
+    "calendar_date": "`start` and `end` name a real date and time (no month 13, no hour 24).",
     "range_order": "`end` is after `start`.",
-    "date_range": "Every instant of the question, in its time zone, and the previous period of "
-                  "`compare=previous`, lies between the years 1 and 9999.",
-    "interval_bounds": "An interval is between 1 minute and 1 year, and does not mix months or "
-                       "years with smaller units.",
+    "date_range": "`start`, `end` and the previous period of `compare=previous` lie between "
+                  "1900-01-01 and 9000-01-01 (UTC).",
+    "interval_bounds": "An interval is positive, between 1 minute and 1 year, and does not mix "
+                       "months or years with smaller units.",
     "too_many_buckets": "A timeseries has at most STATS_MAX_BUCKETS buckets.",
     "too_many_rows": "An answer has at most its row cap (SEED_MAX_ROWS for the seed aggregate; "
                      "groups x buckets for a grouped timeseries).",
