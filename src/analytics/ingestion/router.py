@@ -2,6 +2,7 @@
 answer after COMMIT."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, Request
@@ -12,9 +13,15 @@ from ..web.errors import unavailable_response
 
 from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
-from .writer import WriterOverloaded, WriterStopped
+from .writer import EventRejected, WriterOverloaded, WriterStopped
 
 router = APIRouter()
+
+# Batch bodies from this size on are validated and enriched in a worker thread: up to
+# BATCH_MAX_EVENTS events (and their user agents, on a cache miss) can take more of the event
+# loop than any other request should wait. Below it (and for single events, the hot path) the
+# hop to a thread costs more than the work.
+OFF_LOOP_MIN_BYTES = 16 * 1024
 
 
 def _event_json(r, duplicate: bool) -> bytes:
@@ -39,6 +46,16 @@ def _rejected(exc: bodies.BodyRejected) -> JSONResponse:
     return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
 
 
+def _refused_by_database(exc: EventRejected, batch: bool) -> JSONResponse:
+    """422 for events the database refused (validation missed them): the field, and for a batch
+    the item; in our words, never the database's."""
+    detail = []
+    for index, field, msg in exc.items:
+        loc = ["body"] + ([index] if batch and index >= 0 else []) + ([field] if field else [])
+        detail.append({"loc": loc, "msg": msg, "type": "database_limit"})
+    return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
+
+
 async def single_event_response(state, body: bytes) -> Response:
     """Validate, enrich, write (group commit) and answer one event. Shared by the route below
     and SingleEventFastPath."""
@@ -52,12 +69,15 @@ async def single_event_response(state, body: bytes) -> Response:
         return overloaded_response()
     except DatabaseUnavailable:  # includes 'the outcome of the COMMIT is unknown'
         return unavailable_response()
+    except EventRejected as exc:
+        return _refused_by_database(exc, batch=False)
     return Response(_event_json(record, not new), status_code=201 if new else 200,
                     media_type="application/json")
 
 
 @router.post("/", response_model=EventModel, status_code=201,
              responses={200: {"description": "Duplicate: this (id, time) was already stored"},
+                        413: {"description": "Body over MAX_EVENT_BYTES"},
                         422: {"description": "Invalid body, naming the field"},
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
@@ -99,7 +119,8 @@ class SingleEventFastPath:
 @router.post("/batch", response_model=BatchResult, status_code=201,
              summary="Create up to BATCH_MAX_EVENTS events in one transaction",
              responses={200: {"description": "Nothing new: every event was a duplicate"},
-                        413: {"description": "More events than BATCH_MAX_EVENTS"},
+                        413: {"description": "More events than BATCH_MAX_EVENTS, or a body over "
+                                             "MAX_BODY_BYTES"},
                         422: {"description": "Invalid items, listed by index (and NDJSON line); "
                                              "nothing was written"},
                         503: {"description": "Database unavailable or writer queue full"}},
@@ -112,15 +133,22 @@ async def create_events_batch(request: Request):
     nothing is written; otherwise every event is committed in one transaction before the answer.
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
+    body = await request.body()
+    args = (body, request.headers.get("content-type", ""), state.settings.batch_max_events,
+            state.enricher)
     try:
-        records = bodies.batch_records(await request.body(), request.headers.get("content-type", ""),
-                                       state.settings.batch_max_events, state.enricher)
+        if len(body) >= OFF_LOOP_MIN_BYTES:
+            records = await asyncio.to_thread(bodies.batch_records, *args)
+        else:
+            records = bodies.batch_records(*args)
     except bodies.BodyRejected as exc:
         return _rejected(exc)
     try:
         flags = await state.writer.submit(records)
     except (WriterOverloaded, WriterStopped):
         return overloaded_response()
+    except EventRejected as exc:
+        return _refused_by_database(exc, batch=True)
     duplicate_indexes = [i for i, new in enumerate(flags) if not new]
     stored = len(flags) - len(duplicate_indexes)
     body = {"stored": stored, "duplicates": len(duplicate_indexes),
