@@ -75,7 +75,7 @@ class Settings:
     write_max_inflight: int = field(
         default_factory=lambda: config("WRITE_MAX_INFLIGHT", default=2, cast=int))
     # A batch of BATCH_MAX_EVENTS events of up to 4 KB each (a full desktop user agent is under
-    # 300 bytes); parsing a body costs about ten times its size in memory.
+    # 300 bytes); the parsed items of a body take several times its size in memory.
     max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=4 * 1024 * 1024, cast=int))
     max_event_bytes: int = field(default_factory=lambda: config("MAX_EVENT_BYTES", default=64 * 1024, cast=int))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))
