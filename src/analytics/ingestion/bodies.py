@@ -112,12 +112,15 @@ def _too_many(max_events: int) -> BodyRejected:
         "per request (BATCH_MAX_EVENTS)", "too_many_events", limit=max_events)])
 
 
-def _flat_array_exceeds(outside: bytes, limit: int) -> bool:
+_STARTS_AN_ARRAY = re.compile(rb"[ \t\n\r]*\[")
+
+
+def _flat_array_exceeds(body: bytes, outside: bytes, limit: int) -> bool:
     """Whether a JSON array none of whose items nests (depth <= 2) has more than `limit` items,
     from its marks outside strings. Every container is an item, so over the limit one count
     tells; else one regex pass drops the containers (at most `limit` of them) and the commas
     left separate the items. False if the body is not an array (the parser says so)."""
-    if not (outside.startswith(b"[") and outside.endswith(b"]")):
+    if not (_STARTS_AN_ARRAY.match(body) and outside.endswith(b"]")):
         return False
     inner = outside[1:-1]
     if inner.count(b"[") > limit:
@@ -184,7 +187,7 @@ def _refuse_hostile_batch(body: bytes, ndjson: bool, max_events: int) -> None:
     if ndjson:
         too_many = ndjson_exceeds(body, max_events)
     elif depth <= 2:
-        too_many = _flat_array_exceeds(outside, max_events)
+        too_many = _flat_array_exceeds(body, outside, max_events)
     else:  # items that nest, or strings full of marks: counted one by one, up to the limit
         too_many = array_exceeds(_decode(body), max_events)
     if too_many:
