@@ -236,11 +236,11 @@ ENTRIES_CAP = 3
 
 @pytest.fixture(scope="module")
 def slow_commit(db_url, tmp_path_factory):
-    """A server whose group commit waits 400 ms for company, so that concurrent posts share a
+    """A server whose group commit waits a second for company, so that concurrent posts share a
     flush; its schema carries a CHECK constraint the validation cannot know about (a cap on a
     session's stored entries, named as the session-cap change names it)."""
     schema = new_schema_name("hostile")
-    srv = Server(db_url, schema, env={"WRITE_BATCH_WAIT_MS": "400"},
+    srv = Server(db_url, schema, env={"WRITE_BATCH_WAIT_MS": "1000"},
                  log_path=tmp_path_factory.mktemp("hostile") / "server.log").start()
     with connect(db_url, schema) as conn:
         conn.execute("ALTER TABLE rollup_sessions DROP CONSTRAINT IF EXISTS rollup_sessions_entries_cap")
