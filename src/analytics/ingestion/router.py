@@ -20,8 +20,17 @@ router = APIRouter()
 # Batch bodies from this size on are validated and enriched in a worker thread: up to
 # BATCH_MAX_EVENTS events (and their user agents, on a cache miss) can take more of the event
 # loop than any other request should wait. Below it (and for single events, the hot path) the
-# hop to a thread costs more than the work.
+# hop to a thread costs more than the work. One such thread per worker at a time: the work
+# holds the GIL anyway, and every thread that wants it lengthens the loop's wait for it.
 OFF_LOOP_MIN_BYTES = 16 * 1024
+
+
+async def _off_loop(state, fn, *args):
+    slot = getattr(state, "off_loop_slot", None)
+    if slot is None:
+        slot = state.off_loop_slot = asyncio.Semaphore(1)
+    async with slot:
+        return await asyncio.to_thread(fn, *args)
 
 
 def _event_json(r, duplicate: bool) -> bytes:
@@ -138,7 +147,7 @@ async def create_events_batch(request: Request):
             state.enricher)
     try:
         if len(body) >= OFF_LOOP_MIN_BYTES:
-            records = await asyncio.to_thread(bodies.batch_records, *args)
+            records = await _off_loop(state, bodies.batch_records, *args)
         else:
             records = bodies.batch_records(*args)
     except bodies.BodyRejected as exc:
