@@ -58,10 +58,12 @@ class EventCreateSchema(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    page: str = Field(min_length=1, max_length=MAX_PAGE)
+    page: str = Field(min_length=1, max_length=MAX_PAGE, description=(
+        f"At most {MAX_PAGE} characters and {MAX_PAGE_BYTES} bytes of UTF-8 (the database indexes it)"))
     ip_address: Optional[str] = Field(default="", max_length=64)
     user_agent: Optional[str] = Field(default="", max_length=MAX_USER_AGENT)
-    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER)
+    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER, description=(
+        f"Its host name and `page` together: at most {MAX_KEY_BYTES} bytes of UTF-8 (indexed together)"))
     session_id: Optional[str] = Field(default=None, max_length=MAX_SESSION_ID)
     duration: Optional[int] = Field(default=0, ge=0, le=MAX_DURATION_S,
                                     description="Seconds spent on the page")
