@@ -63,3 +63,21 @@ def test_item_count_at_and_over_the_limit(item, n, refused):
 def test_an_object_with_many_keys_is_not_a_batch_of_many_items():
     body = json.dumps({f"k{i}": i for i in range(5000)}).encode()
     bodies._refuse_hostile_batch(body, False, 1000)  # left to the parser: "expected a JSON array"
+
+
+@pytest.mark.parametrize("body", [b'{"page":"/","duration":' + b"9" * 5000 + b"}",
+                                  b'{"page":"/","extra":' + b"9" * 5000 + b"}"])
+def test_huge_integers_are_a_422_that_says_so(body):
+    from datetime import timedelta
+
+    from analytics.ingestion.enrich import UserAgentCache
+    from analytics.ingestion.pipeline import Enricher
+
+    enricher = Enricher(UserAgentCache(10), timedelta(days=7), timedelta(seconds=60))
+    for call in (lambda: bodies.parse_event(body, enricher),
+                 lambda: bodies.batch_records(b"[" + body + b"]", "application/json", 1000, enricher),
+                 lambda: bodies.batch_records(body, "application/x-ndjson", 1000, enricher)):
+        with pytest.raises(BodyRejected) as caught:
+            call()
+        assert caught.value.status == 422
+        assert "digits" in caught.value.errors[0]["msg"]

@@ -200,7 +200,10 @@ def _json_error(exc: ValueError, line: int | None = None) -> tuple[str, dict]:
         ln = exc.lineno if line is None else line
         return (f"invalid JSON at line {ln} column {exc.colno}: {exc.msg}",
                 {"line": ln, "column": exc.colno})
-    return f"invalid JSON: {type(exc).__name__}", ({"line": line} if line is not None else {})
+    # json.loads raises a plain ValueError for one thing only: an integer of more digits than
+    # Python converts (sys.get_int_max_str_digits(), 4,300 by default).
+    return ("invalid JSON: a number too long to read (more than 4,300 digits)",
+            ({"line": line} if line is not None else {}))
 
 
 @dataclass
