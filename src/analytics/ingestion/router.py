@@ -142,11 +142,11 @@ async def create_events_batch(request: Request):
     nothing is written; otherwise every event is committed in one transaction before the answer.
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
-    body = await request.body()
-    args = (body, request.headers.get("content-type", ""), state.settings.batch_max_events,
+    raw = await request.body()
+    args = (raw, request.headers.get("content-type", ""), state.settings.batch_max_events,
             state.enricher)
     try:
-        if len(body) >= OFF_LOOP_MIN_BYTES:
+        if len(raw) >= OFF_LOOP_MIN_BYTES:
             records = await _off_loop(state, bodies.batch_records, *args)
         else:
             records = bodies.batch_records(*args)
