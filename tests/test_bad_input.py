@@ -102,7 +102,7 @@ def test_over_long_field(client, field, limit):
 
 
 def test_error_does_not_echo_a_huge_input(client):
-    r = client.post("/api/events/", json={"page": "x" * 100_000})
+    r = client.post("/api/events/", json={"page": "x" * 60_000})
     assert_422_names(r, "page", "body")
     assert len(r.content) < 2000
 

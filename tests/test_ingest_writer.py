@@ -18,7 +18,7 @@ from analytics.config import Secret, Settings
 from analytics.db import DatabaseUnavailable, make_pool
 from analytics.ingestion import repository
 from analytics.ingestion.pipeline import EventRecord
-from analytics.ingestion.writer import EventWriter, WriterOverloaded
+from analytics.ingestion.writer import EventRejected, EventWriter, WriterOverloaded
 from analytics.schema import bootstrap
 from support import drop_schema, new_schema_name
 
@@ -181,7 +181,8 @@ def test_bad_request_does_not_fail_the_others_in_its_flush(wschema):
 
     (ok, err), splits, stored = asyncio.run(main())
     assert ok == [True]
-    assert isinstance(err, psycopg.DataError)
+    assert isinstance(err, EventRejected)  # answered 422 naming the field, not a 500
+    assert err.items[0][:2] == (0, "page")
     assert splits == 1
     assert stored == 1
 

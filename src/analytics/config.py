@@ -74,7 +74,10 @@ class Settings:
     write_retries: int = field(default_factory=lambda: config("WRITE_RETRIES", default=3, cast=int))
     write_max_inflight: int = field(
         default_factory=lambda: config("WRITE_MAX_INFLIGHT", default=2, cast=int))
-    max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=10_485_760, cast=int))
+    # A batch of BATCH_MAX_EVENTS events of up to 4 KB each (a full desktop user agent is under
+    # 300 bytes); the parsed items of a body take several times its size in memory.
+    max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=4 * 1024 * 1024, cast=int))
+    max_event_bytes: int = field(default_factory=lambda: config("MAX_EVENT_BYTES", default=64 * 1024, cast=int))
     # Serve the routes marked @fast past FastAPI's routing layers (web/fastpath.py).
     fast_paths: bool = field(default_factory=lambda: config("FAST_PATHS", default=True, cast=bool))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))

@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits={
+        ingestion_router.SingleEventFastPath.PATH: (settings.max_event_bytes, "MAX_EVENT_BYTES")})
     # CORS outside the body limit, so that a browser tracker can read a 413 too.
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_credentials=False, allow_methods=["*"], allow_headers=["*"])

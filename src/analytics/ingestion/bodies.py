@@ -8,10 +8,20 @@ with the field and the reason; nothing is written.
 The single-event body is parsed here too, not by FastAPI's body dependency: json.loads plus one
 pydantic validation is about a tenth of the request's CPU less than FastAPI's generic path, and
 the error shape (`{"loc": ["body", field], "msg", "type"}`) stays the same.
+
+Hostile bodies are refused before any object is built from them: nesting deeper than
+MAX_DEPTH (json.loads recursed until RecursionError: a 500, or a dropped connection on the batch
+endpoint) and batches of more than BATCH_MAX_EVENTS items (pydantic's validate_json built all
+3.3 million items of a 10 MB `[{},{},...]`, 545 MB and 2 s, before its length check) are found
+with C-speed byte operations over the body (bracket and comma marks outside strings), or, when
+items nest, by skipping items one at a time up to the limit. A 3.9 MB body of 1.3 million items
+is refused in about 50 ms (bench/refuse.py).
 """
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -37,12 +47,163 @@ def _err(loc: list, msg: str, type_: str, **extra: Any) -> dict:
     return {"loc": loc, "msg": msg, "type": type_, **extra}
 
 
+MAX_DEPTH = 32  # arrays/objects inside each other; an event needs 1 (a batch 2)
+
+_NOT_MARK = bytes(sorted(set(range(256)) - set(b'"[]{},')))
+_CURLY_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+_INNERMOST = re.compile(rb"\[[^\[\]]*\]")
+
+
+# Strings that hold a bracket or a comma: past this many, splitting on their quotes would cost
+# more than parsing a few items (a normal batch of 1,000 events has a few thousand).
+_MANY_MARKED_STRINGS = 100_000
+
+
+def _outside_strings(body: bytes) -> bytes | None:
+    """The brackets and commas of a JSON body that are not inside strings, `{}` written `[]`
+    (None when too many strings hold such marks: the callers then parse item by item).
+
+    C-speed byte operations only (no parsing, no object per token): escaped backslashes and
+    quotes go, then everything but quotes, brackets and commas; what lies between the 2k-th
+    and (2k+1)-th quote is inside a string."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Two quotes with no mark between them change nothing about what is inside a string: drop
+    # them first (most strings hold no bracket or comma), then split on the quotes left.
+    marks = body.translate(None, _NOT_MARK).replace(b'""', b"")
+    if b'"' in marks:
+        if marks.count(b'"') > _MANY_MARKED_STRINGS:
+            return None
+        marks = b"".join(marks.split(b'"')[0::2])
+    return marks.translate(_CURLY_AS_SQUARE)
+
+
+def _depth(outside: bytes, limit: int) -> int:
+    """How deep the brackets of `outside` nest, up to limit + 1. Each `replace("[]", "")` removes
+    the innermost level. Malformed bodies count their unmatched opening brackets as levels
+    (a recursive parser would descend into them)."""
+    brackets = outside.translate(None, b",")
+    for level in range(limit + 1):
+        if not brackets:
+            return level
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):  # nothing pairs up any more: malformed
+            return min(limit + 1, level + inner.count(b"["))
+        brackets = inner
+    return limit + 1
+
+
+def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects in `body` nest deeper than `limit`, outside strings."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # the single event's usual case: no work
+        return False
+    outside = _outside_strings(body)
+    return outside is not None and _depth(outside, limit) > limit
+
+
+def _deep_error() -> BodyRejected:
+    return BodyRejected(422, "validation_error", [_err(
+        ["body"], f"JSON nested deeper than {MAX_DEPTH} levels: an event is one flat object",
+        "json_too_deep", limit=MAX_DEPTH)])
+
+
+def _too_many(max_events: int) -> BodyRejected:
+    return BodyRejected(413, "batch_too_large", [_err(
+        ["body"], f"the batch has more than {max_events} events; at most {max_events} are accepted "
+        "per request (BATCH_MAX_EVENTS)", "too_many_events", limit=max_events)])
+
+
+_STARTS_AN_ARRAY = re.compile(rb"[ \t\n\r]*\[")
+
+
+def _flat_array_exceeds(body: bytes, outside: bytes, limit: int) -> bool:
+    """Whether a JSON array none of whose items nests (depth <= 2) has more than `limit` items,
+    from its marks outside strings. Every container is an item, so over the limit one count
+    tells; else one regex pass drops the containers (at most `limit` of them) and the commas
+    left separate the items. False if the body is not an array (the parser says so)."""
+    if not (_STARTS_AN_ARRAY.match(body) and outside.endswith(b"]")):
+        return False
+    inner = outside[1:-1]
+    if inner.count(b"[") > limit:
+        return True
+    return _INNERMOST.sub(b"", inner).count(b",") >= limit
+
+
+_WS = r"[ \t\n\r]*"
+_ARRAY_START = re.compile(_WS + r"\[" + _WS)
+_SEPARATOR = re.compile(_WS + r"([,\]])" + _WS)
+# A JSON object holding no array or object: what nearly every event is. Matched in C; anything
+# else is parsed by the json module, one item at a time.
+_FLAT_OBJECT = re.compile(r'\{[^{}\[\]"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^{}\[\]"]*)*\}')
+_DECODER = json.JSONDecoder()
+
+
+def array_exceeds(text: str, limit: int) -> bool:
+    """Whether the JSON array `text` has more than `limit` items, looking at no more than
+    `limit + 1` of them (cost bounded by the limit, not by the body). For arrays whose items
+    nest; False also when `text` is not a well-formed array (the parser that comes next says
+    where it breaks)."""
+    if text.count(",") < limit:  # n items have n - 1 separators
+        return False
+    m = _ARRAY_START.match(text)
+    if m is None:
+        return False
+    pos, n = m.end(), 0
+    if text.startswith("]", pos):
+        return False
+    while True:
+        m = _FLAT_OBJECT.match(text, pos)
+        if m is not None:
+            pos = m.end()
+        else:
+            try:
+                _, pos = _DECODER.raw_decode(text, pos)
+            except (ValueError, RecursionError):
+                return False
+        n += 1
+        if n > limit:
+            return True
+        m = _SEPARATOR.match(text, pos)
+        if m is None or m.group(1) == "]":
+            return False
+        pos = m.end()
+
+
+_NON_BLANK_LINE = re.compile(rb"^[^\S\n]*\S", re.MULTILINE)
+
+
+def ndjson_exceeds(body: bytes, limit: int) -> bool:
+    """Whether an NDJSON body has more than `limit` non-blank lines (stops at limit + 1)."""
+    if body.count(b"\n") < limit:
+        return False
+    return sum(1 for _ in itertools.islice(_NON_BLANK_LINE.finditer(body), limit + 1)) > limit
+
+
+def _refuse_hostile_batch(body: bytes, ndjson: bool, max_events: int) -> None:
+    """Raise the 422 (nesting) or 413 (too many items) of a batch body before it is parsed."""
+    outside = _outside_strings(body)
+    depth = MAX_DEPTH if outside is None else _depth(outside, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise _deep_error()
+    if ndjson:
+        too_many = ndjson_exceeds(body, max_events)
+    elif depth <= 2:
+        too_many = _flat_array_exceeds(body, outside, max_events)
+    else:  # items that nest, or strings full of marks: counted one by one, up to the limit
+        too_many = array_exceeds(_decode(body), max_events)
+    if too_many:
+        raise _too_many(max_events)
+
+
 def _json_error(exc: ValueError, line: int | None = None) -> tuple[str, dict]:
     if isinstance(exc, json.JSONDecodeError):
         ln = exc.lineno if line is None else line
         return (f"invalid JSON at line {ln} column {exc.colno}: {exc.msg}",
                 {"line": ln, "column": exc.colno})
-    return f"invalid JSON: {type(exc).__name__}", ({"line": line} if line is not None else {})
+    # json.loads raises a plain ValueError for one thing only: an integer of more digits than
+    # Python converts (sys.get_int_max_str_digits(), 4,300 by default).
+    return ("invalid JSON: a number too long to read (more than 4,300 digits)",
+            ({"line": line} if line is not None else {}))
 
 
 @dataclass
@@ -65,26 +226,33 @@ def parse_body(body: bytes, content_type: str, max_events: int) -> ParsedBatch:
         raise BodyRejected(422, "validation_error",
                             [_err(["body"], "the batch is empty: send at least one event", "empty_batch")])
     if len(parsed.items) > max_events:
-        raise BodyRejected(413, "batch_too_large", [_err(
-            ["body"], f"the batch has {len(parsed.items)} events; at most {max_events} are "
-            "accepted per request (BATCH_MAX_EVENTS)", "too_many_events",
-            limit=max_events, count=len(parsed.items))])
+        raise _too_many(max_events)
     return parsed
 
 
-def _load_json(body: bytes) -> Any:
-    """The whole body as JSON (strict UTF-8), or a 422 that says where it breaks."""
+def _decode(body: bytes) -> str:
     try:
-        return json.loads(body.decode("utf-8"))
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         raise BodyRejected(422, "validation_error",
                            [_err(["body"], "the body is not valid UTF-8", "json_invalid")]) from None
+
+
+def _load_json(body: bytes | str) -> Any:
+    """The whole body as JSON (strict UTF-8), or a 422 that says where it breaks. Callers have
+    refused deep nesting already; RecursionError is caught all the same."""
+    try:
+        return json.loads(_decode(body) if isinstance(body, bytes) else body)
+    except RecursionError:
+        raise BodyRejected(422, "validation_error", [_err(
+            ["body"], f"JSON nested too deeply (at most {MAX_DEPTH} levels)", "json_too_deep",
+            limit=MAX_DEPTH)]) from None
     except ValueError as exc:
         msg, extra = _json_error(exc)
         raise BodyRejected(422, "validation_error", [_err(["body"], msg, "json_invalid", **extra)]) from None
 
 
-def _parse_array(body: bytes) -> ParsedBatch:
+def _parse_array(body: bytes | str) -> ParsedBatch:
     data = _load_json(body)
     if not isinstance(data, list):
         raise BodyRejected(422, "validation_error", [_err(
@@ -103,6 +271,10 @@ def _parse_ndjson(body: bytes, max_events: int) -> ParsedBatch:
     for index, (lineno, ln) in enumerate(numbered):
         try:
             items.append(json.loads(ln.decode("utf-8")))
+        except RecursionError:
+            errors.append(_err(["body", index], f"line {lineno} is nested too deeply", "json_too_deep",
+                               line=lineno))
+            items.append(None)
         except UnicodeDecodeError:
             errors.append(_err(["body", index], f"line {lineno} is not valid UTF-8", "json_invalid",
                                line=lineno))
@@ -133,7 +305,7 @@ def _check(item: Any, enricher: Enricher, now: datetime, loc: list, extra: dict,
     try:
         return enricher.to_record(ev, now), []
     except InvalidEvent as exc:
-        return None, [_err([*loc, exc.field], exc.message, "value_error", **extra)]
+        return None, [_err([*loc, exc.field], exc.message, exc.type, **extra)]
 
 
 def validate(parsed: ParsedBatch, enricher: Enricher,
@@ -159,11 +331,15 @@ _BATCH = TypeAdapter(list[EventCreateSchema])
 def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enricher) -> list[EventRecord]:
     """Records for a batch body, or BodyRejected.
 
-    A JSON array is first parsed and validated in one call (pydantic's own JSON parser, no
-    Python dicts: about twice as fast as json.loads plus a validation per item). Anything that
-    call refuses, and NDJSON, goes the item-by-item way, which writes the 422 or 413."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in NDJSON_TYPES and not _maybe_nul(body):
+    First the cheap refusals (nesting, then the number of items), which build nothing. Then a
+    JSON array is parsed and validated in one call (pydantic's own JSON parser, no Python dicts:
+    about twice as fast as json.loads plus a validation per item). Anything that call refuses,
+    and NDJSON, goes the item-by-item way, which writes the 422."""
+    ndjson = content_type.split(";", 1)[0].strip().lower() in NDJSON_TYPES
+    _refuse_hostile_batch(body, ndjson, max_events)
+    if ndjson:
+        return validate(parse_body(body, content_type, max_events), enricher)
+    if not _maybe_nul(body):
         try:
             events = _BATCH.validate_json(body)
         except ValueError:  # ValidationError included
@@ -174,13 +350,22 @@ def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enr
                 return [enricher.to_record(ev, now) for ev in events]
             except InvalidEvent:
                 pass
-    return validate(parse_body(body, content_type, max_events), enricher)
+    parsed = _parse_array(_decode(body))
+    parsed.maybe_nul = _maybe_nul(body)
+    if not parsed.items:
+        raise BodyRejected(422, "validation_error",
+                           [_err(["body"], "the batch is empty: send at least one event", "empty_batch")])
+    if len(parsed.items) > max_events:
+        raise _too_many(max_events)
+    return validate(parsed, enricher)
 
 
 def parse_event(body: bytes, enricher: Enricher) -> EventRecord:
     """The single-event body: one JSON object."""
     if not body.strip():
         raise BodyRejected(422, "validation_error", [_err(["body"], "Field required", "missing")])
+    if too_deep(body):
+        raise _deep_error()
     data = _load_json(body)
     record, errors = _check(data, enricher, datetime.now(timezone.utc), ["body"], {}, _maybe_nul(body))
     if errors:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 from .enrich import UserAgentCache, referrer_host
-from .schemas import EventCreateSchema
+from .schemas import BROWSER_MAX_CHARS, MAX_KEY_BYTES, MAX_PAGE_BYTES, EventCreateSchema
 
 
 class EventRecord(NamedTuple):
@@ -34,10 +34,41 @@ COLUMNS = EventRecord._fields
 class InvalidEvent(ValueError):
     """A value that passed the schema but not the service's rules (e.g. time out of window)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, type_: str = "value_error") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.type = type_
+
+
+def utf8_size(field: str, value: str) -> int:
+    """Bytes of `value` in UTF-8, or InvalidEvent if it cannot be stored as text at all (a lone
+    surrogate such as "\\ud800", which JSON allows and UTF-8 does not). ASCII is the common
+    case and costs a flag test."""
+    if value.isascii():
+        return len(value)
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidEvent(field, "must be valid Unicode text: a lone surrogate (\\ud800-\\udfff) "
+                                  "cannot be stored", "string_unicode") from None
+
+
+def _check_text(ev: EventCreateSchema, host: str) -> None:
+    """The byte caps of the indexed text (see schemas.py), alone and together. (Text UTF-8 cannot
+    encode, a lone surrogate, pydantic refuses already in every capped field; should one reach
+    the database, the writer isolates it.) ASCII, the common case, costs a flag test."""
+    page = ev.page
+    size = len(page) if page.isascii() else utf8_size("page", page)
+    if size > MAX_PAGE_BYTES:
+        raise InvalidEvent("page", f"must be at most {MAX_PAGE_BYTES} bytes in UTF-8 (this one is "
+                                   f"{size}): the database indexes it", "string_too_long")
+    if host:
+        both = size + (len(host) if host.isascii() else utf8_size("referrer", host))
+        if both > MAX_KEY_BYTES:
+            raise InvalidEvent("referrer", f"its host name ({both - size} bytes) and page ({size} bytes) "
+                                           f"together must be at most {MAX_KEY_BYTES} bytes in UTF-8: "
+                                           "the database indexes them together", "string_too_long")
 
 
 def _describe(d: timedelta) -> str:
@@ -68,7 +99,12 @@ class Enricher:
     def to_record(self, ev: EventCreateSchema, now: datetime | None = None) -> EventRecord:
         now = now or datetime.now(timezone.utc)
         ua = ev.user_agent or ""
+        host = referrer_host(ev.referrer)
+        _check_text(ev, host)
         info = self.ua_cache.lookup(ua)
+        browser = info.browser
+        if len(browser) > BROWSER_MAX_CHARS:  # the key budget counts on it (schemas.py)
+            browser = browser[:BROWSER_MAX_CHARS]
         return EventRecord(
             id=ev.id or uuid.uuid4(),
             time=self.check_time(ev.time, now),
@@ -76,12 +112,12 @@ class Enricher:
             ip_address=ev.ip_address,
             user_agent=ua,
             referrer=ev.referrer or "",
-            referrer_host=referrer_host(ev.referrer),
+            referrer_host=host,
             session_id=ev.session_id,
             duration=ev.duration if ev.duration is not None else 0,
             description=ev.description,
             os=info.os,
-            browser=info.browser,
+            browser=browser,
             device=info.device,
             is_bot=info.is_bot,
         )

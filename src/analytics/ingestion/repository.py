@@ -207,6 +207,30 @@ async def _insert_slow(conn: psycopg.AsyncConnection, rows: Sequence[EventRecord
     return {(r[0], r[1]) for r in stored}
 
 
+async def probe_insert(conn: psycopg.AsyncConnection, records: Sequence[EventRecord],
+                       is_data_error: Callable[[BaseException], bool]) -> BaseException | None:
+    """Store `records` and undo it at once (a savepoint, inside the caller's transaction): the
+    data error the database gives these rows, or None if it takes them. For finding which rows
+    of a refused batch are at fault; any other error is raised."""
+    await _ensure_stage(conn)  # outside the savepoint, so that undoing it keeps the table
+    await conn.execute(b"SAVEPOINT analytics_probe")
+    error: BaseException | None = None
+    try:
+        await insert_events(conn, records)
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if not is_data_error(exc):
+            raise
+        error = exc
+    await conn.execute(b"ROLLBACK TO SAVEPOINT analytics_probe")
+    conn._analytics_stage_ready = True  # type: ignore[attr-defined]
+    return error
+
+
+def forget_stage(conn: psycopg.AsyncConnection) -> None:
+    """After rolling back a transaction that may have created the staging table."""
+    conn._analytics_stage_ready = False  # type: ignore[attr-defined]
+
+
 def split_duplicates(records: Iterable[EventRecord], stored: set[tuple]) -> list[bool]:
     """For each record, True if this very record was the one stored (first occurrence)."""
     seen: set[tuple] = set()

@@ -2,6 +2,7 @@
 answer after COMMIT."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, Request
@@ -13,9 +14,24 @@ from ..web.fastpath import fast
 
 from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
-from .writer import WriterOverloaded, WriterStopped
+from .writer import EventRejected, WriterOverloaded, WriterStopped
 
 router = APIRouter()
+
+# Batch bodies from this size on are validated and enriched in a worker thread: up to
+# BATCH_MAX_EVENTS events (and their user agents, on a cache miss) can take more of the event
+# loop than any other request should wait. Below it (and for single events, the hot path) the
+# hop to a thread costs more than the work. One such thread per worker at a time: the work
+# holds the GIL anyway, and every thread that wants it lengthens the loop's wait for it.
+OFF_LOOP_MIN_BYTES = 16 * 1024
+
+
+async def _off_loop(state, fn, *args):
+    slot = getattr(state, "off_loop_slot", None)
+    if slot is None:
+        slot = state.off_loop_slot = asyncio.Semaphore(1)
+    async with slot:
+        return await asyncio.to_thread(fn, *args)
 
 
 def _event_json(r, duplicate: bool) -> bytes:
@@ -40,6 +56,16 @@ def _rejected(exc: bodies.BodyRejected) -> JSONResponse:
     return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
 
 
+def _refused_by_database(exc: EventRejected, batch: bool) -> JSONResponse:
+    """422 for events the database refused (validation missed them): the field, and for a batch
+    the item; in our words, never the database's."""
+    detail = []
+    for index, field, msg in exc.items:
+        loc = ["body"] + ([index] if batch and index >= 0 else []) + ([field] if field else [])
+        detail.append({"loc": loc, "msg": msg, "type": "database_limit"})
+    return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
+
+
 async def single_event(request: Request) -> Response:
     """Validate, enrich, write (group commit) and answer one event."""
     state = request.app.state
@@ -53,12 +79,15 @@ async def single_event(request: Request) -> Response:
         return overloaded_response()
     except DatabaseUnavailable:  # includes 'the outcome of the COMMIT is unknown'
         return unavailable_response()
+    except EventRejected as exc:
+        return _refused_by_database(exc, batch=False)
     return Response(_event_json(record, not new), status_code=201 if new else 200,
                     media_type="application/json")
 
 
 @router.post("/", response_model=EventModel, status_code=201,
              responses={200: {"description": "Duplicate: this (id, time) was already stored"},
+                        413: {"description": "Body over MAX_EVENT_BYTES"},
                         422: {"description": "Invalid body, naming the field"},
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
@@ -74,7 +103,8 @@ async def create_event(request: Request):
 @router.post("/batch", response_model=BatchResult, status_code=201,
              summary="Create up to BATCH_MAX_EVENTS events in one transaction",
              responses={200: {"description": "Nothing new: every event was a duplicate"},
-                        413: {"description": "More events than BATCH_MAX_EVENTS"},
+                        413: {"description": "More events than BATCH_MAX_EVENTS, or a body over "
+                                             "MAX_BODY_BYTES"},
                         422: {"description": "Invalid items, listed by index (and NDJSON line); "
                                              "nothing was written"},
                         503: {"description": "Database unavailable or writer queue full"}},
@@ -87,15 +117,22 @@ async def create_events_batch(request: Request):
     nothing is written; otherwise every event is committed in one transaction before the answer.
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
+    raw = await request.body()
+    args = (raw, request.headers.get("content-type", ""), state.settings.batch_max_events,
+            state.enricher)
     try:
-        records = bodies.batch_records(await request.body(), request.headers.get("content-type", ""),
-                                       state.settings.batch_max_events, state.enricher)
+        if len(raw) >= OFF_LOOP_MIN_BYTES:
+            records = await _off_loop(state, bodies.batch_records, *args)
+        else:
+            records = bodies.batch_records(*args)
     except bodies.BodyRejected as exc:
         return _rejected(exc)
     try:
         flags = await state.writer.submit(records)
     except (WriterOverloaded, WriterStopped):
         return overloaded_response()
+    except EventRejected as exc:
+        return _refused_by_database(exc, batch=True)
     duplicate_indexes = [i for i, new in enumerate(flags) if not new]
     stored = len(flags) - len(duplicate_indexes)
     body = {"stored": stored, "duplicates": len(duplicate_indexes),

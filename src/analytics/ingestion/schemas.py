@@ -17,6 +17,23 @@ MAX_DESCRIPTION = 4096
 MAX_SESSION_ID = 256
 MAX_DURATION_S = 86_400
 
+# What the database enforces in bytes, checked in bytes (the character caps above stay: they are
+# the API's). A btree index row holds at most INDEX_ROW_MAX_BYTES, and a value that does not
+# compress (random CJK, emoji) is stored as is, so a 2,047-character CJK page (6 KB of UTF-8)
+# passed the character cap and then failed the whole group commit. Indexed text:
+# - events (page, time), the rollups' (page, bucket) indexes and the `ses` page keys: `page`;
+# - the rollup primary keys, the widest being the `all` family: bucket, is_bot, page, os,
+#   browser, device, referrer_host. os and device are short fixed words; browser is at most
+#   BROWSER_MAX_CHARS characters (ingestion/enrich.py), so at most 4x that in bytes;
+# - rollup_sessions.session_id: MAX_SESSION_ID characters, at most 1,024 bytes (fits alone).
+# Measured on PostgreSQL 16 (tests/test_hostile_writes.py holds the proof at the limits): the
+# `all` key takes page + referrer_host up to 2,400 bytes with a 256-byte browser, the events
+# index a page up to 2,659 bytes. The caps leave a margin below both.
+INDEX_ROW_MAX_BYTES = 2704
+BROWSER_MAX_CHARS = 64
+MAX_PAGE_BYTES = 2048  # = MAX_PAGE: any ASCII page the character cap accepts still fits
+MAX_KEY_BYTES = 2304  # page + referrer host together, the rollup keys' user-supplied text
+
 
 # Text fields PostgreSQL stores as text, which cannot hold NUL. They are checked by the body
 # parser (ingestion/bodies.py), and only when the raw body has an escaped NUL at all: six
@@ -41,10 +58,12 @@ class EventCreateSchema(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    page: str = Field(min_length=1, max_length=MAX_PAGE)
+    page: str = Field(min_length=1, max_length=MAX_PAGE, description=(
+        f"At most {MAX_PAGE} characters and {MAX_PAGE_BYTES} bytes of UTF-8 (the database indexes it)"))
     ip_address: Optional[str] = Field(default="", max_length=64)
     user_agent: Optional[str] = Field(default="", max_length=MAX_USER_AGENT)
-    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER)
+    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER, description=(
+        f"Its host name and `page` together: at most {MAX_KEY_BYTES} bytes of UTF-8 (indexed together)"))
     session_id: Optional[str] = Field(default=None, max_length=MAX_SESSION_ID)
     duration: Optional[int] = Field(default=0, ge=0, le=MAX_DURATION_S,
                                     description="Seconds spent on the page")

@@ -14,12 +14,20 @@ Failure handling:
 - A connection lost during the flush, including during COMMIT, leaves the outcome unknown: the
   waiting requests get DatabaseUnavailable (503). A client retry with the same (id, time) is
   safe, since writes are idempotent.
-- Fail fast: when a flush finds the database unavailable, a circuit opens: new events and those
-  still queued are refused at once with DatabaseUnavailable, and a background probe checks the
-  database every `probe_interval_s`; the first successful probe closes the circuit, so the same
-  process writes again as soon as the database is back.
-- A flush that fails on its data (a value the database refuses) is split: each request's
-  events are retried alone, so one bad request cannot fail the others that shared its COMMIT.
+- Fail fast: when a flush finds the database unreachable (connection refused, lost or timed
+  out: see dberrors.py), a circuit opens: new events and those still queued are refused at once
+  with DatabaseUnavailable, and a background probe checks the database every
+  `probe_interval_s`; the first successful probe closes the circuit, so the same process writes
+  again as soon as the database is back. A flush that outlives its deadline opens it only if a
+  fresh connection cannot reach the database either (a lock wait is not an outage). Data errors,
+  lock waits, statement timeouts and deadlocks after their retries never open it: the requests
+  concerned get DatabaseUnavailable (503), the others go on.
+- A flush that fails on its data (SQLSTATE classes 22 and 54, check violations: a value the
+  database refuses) is bisected: each half of its requests is written again, down to the
+  offending request, so the others that shared its COMMIT are stored and answered. The
+  offender gets EventRejected (422 naming the field). In a request of several events (the
+  batch endpoint: all or nothing) the offending items are found by bisection too, in a
+  transaction that is rolled back, and named by index.
 - Every wait is bounded by `timeout_s`: a request whose events are not committed by then gets
   DatabaseUnavailable (503; the outcome is unknown), even if the database hangs.
 """
@@ -38,12 +46,32 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..db import DatabaseUnavailable
+from . import dberrors
 from .pipeline import EventRecord
-from .repository import insert_events, split_duplicates
+from .repository import forget_stage, insert_events, probe_insert, split_duplicates
 
 log = logging.getLogger("analytics.writer")
 
-_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# A batch request with many bad items: name this many, then stop looking (each costs a few
+# probes of the database).
+MAX_REJECTED_REPORTED = 20
+
+
+class EventRejected(Exception):
+    """The database refused some of a request's events for their data (a backstop: validation
+    should have refused them). `items`: (index in the request, field or None, message)."""
+
+    def __init__(self, items: list[tuple[int, str | None, str]]) -> None:
+        super().__init__(f"{len(items)} event(s) refused")
+        self.items = items
+
+
+class _DataRefused(Exception):
+    """A flush failed on its data; `cause` is the database's error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
 
 
 class WriterOverloaded(Exception):
@@ -68,6 +96,7 @@ class WriterStats:
     failures: int = 0
     retries: int = 0
     splits: int = 0
+    rejected: int = 0  # events the database refused for their data (answered 422)
     refused_unavailable: int = 0
     refused_overloaded: int = 0
     timed_out: int = 0
@@ -94,6 +123,7 @@ class EventWriter:
         self._flushes: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
+        self._reach_check: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
         self._waiting: set[_Pending] = set()  # submitted and not yet answered
         self._accepting = False
@@ -115,17 +145,17 @@ class EventWriter:
             self._task = None
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
-        for task in (self._probe, self._sweeper):
+        for task in (self._probe, self._sweeper, self._reach_check):
             if task is not None:
                 task.cancel()
-        self._probe = self._sweeper = None
+        self._probe = self._sweeper = self._reach_check = None
 
     # -- producer side ---------------------------------------------------------------------
     async def submit(self, records: Sequence[EventRecord]) -> list[bool]:
         """Wait until `records` are committed; return, per record, whether it was new.
 
-        Raises WriterStopped, WriterOverloaded or DatabaseUnavailable (which includes 'the
-        outcome is unknown'); never returns unless the records are committed."""
+        Raises WriterStopped, WriterOverloaded, DatabaseUnavailable (which includes 'the
+        outcome is unknown') or EventRejected; never returns unless the records are committed."""
         if not self._accepting:
             raise WriterStopped()
         if self._unavailable:
@@ -236,16 +266,8 @@ class EventWriter:
         t0 = time.perf_counter()
         try:
             stored = await self._write(records)
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            if len(batch) == 1:
-                self._fail_logged(batch, exc)
-                return
-            # Something in one request's data: write each request alone.
-            self.stats.splits += 1
-            log.warning("flush of %d events failed on its data (%s); writing requests one by one",
-                        len(records), type(exc).__name__)
-            for p in batch:
-                await self._flush([p])
+        except _DataRefused as refused:
+            await self._isolate(batch, refused.cause)
             return
         except DatabaseUnavailable as exc:
             self._fail_logged(batch, exc)
@@ -265,9 +287,72 @@ class EventWriter:
         self.stats.events += len(records)
         self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
 
+    async def _isolate(self, batch: list[_Pending], cause: BaseException) -> None:
+        """A flush failed on its data: write each half of its requests again (the halves that
+        pass are committed and answered), down to the request at fault, which is refused."""
+        if len(batch) > 1:
+            self.stats.splits += 1
+            log.warning("flush of %d requests failed on its data (%s); bisecting", len(batch),
+                        type(cause).__name__)
+            mid = len(batch) // 2
+            await self._flush(batch[:mid])
+            await self._flush(batch[mid:])
+            return
+        (p,) = batch
+        if len(p.records) == 1:
+            found = [(0, cause)]
+        else:
+            try:
+                found = await self._find_rejected(p.records)
+            except Exception as exc:  # noqa: BLE001 - the database went away meanwhile
+                self._fail_logged(batch, self._unavailable_from(exc))
+                return
+        items = [(i, dberrors.rejected_field(exc, p.records[i]), dberrors.rejection_message(exc))
+                 for i, exc in found]
+        if not items:
+            # No item alone is refused; together they are (a limit on what they add up to).
+            items = [(-1, None, dberrors.rejection_message(cause))]
+        self.stats.rejected += len(p.records)
+        log.warning("request of %d events refused by the database for its data (%s): items %s",
+                    len(p.records), type(cause).__name__, [i for i, _, _ in items])
+        if not p.future.done():
+            p.future.set_exception(EventRejected(items))
+
+    async def _find_rejected(self, records: Sequence[EventRecord]) -> list[tuple[int, BaseException]]:
+        """Which of `records` the database refuses, by bisection with savepoints in one
+        transaction that is rolled back: nothing is stored (the batch endpoint is all or
+        nothing). At most MAX_REJECTED_REPORTED are looked for."""
+        found: list[tuple[int, BaseException]] = []
+
+        def is_data(exc: BaseException) -> bool:
+            return dberrors.failure_kind(exc) == dberrors.DATA
+
+        async def search(conn, lo: int, hi: int) -> None:
+            mid = (lo + hi) // 2
+            for a, b in ((lo, mid), (mid, hi)):
+                if len(found) >= MAX_REJECTED_REPORTED or a == b:
+                    continue
+                error = await probe_insert(conn, records[a:b], is_data)
+                if error is None:
+                    continue
+                if b - a == 1:
+                    found.append((a, error))
+                else:
+                    await search(conn, a, b)
+
+        async with asyncio.timeout(self.timeout_s):
+            async with self.pool.connection() as conn:
+                try:
+                    async with conn.transaction(force_rollback=True):
+                        await search(conn, 0, len(records))
+                finally:
+                    forget_stage(conn)
+        return found
+
     async def _write(self, records: list[EventRecord]) -> set[tuple]:
-        """One transaction, retried on deadlock/serialization failure. Maps 'cannot reach the
-        database' and 'connection lost, outcome unknown' to DatabaseUnavailable."""
+        """One transaction, retried on deadlock/serialization failure. Raises _DataRefused when
+        the rows are at fault, DatabaseUnavailable for anything else (opening the circuit only
+        when the database cannot be reached)."""
         attempt = 0
         while True:
             try:
@@ -275,20 +360,31 @@ class EventWriter:
                     async with self.pool.connection() as conn:
                         async with conn.transaction():
                             return await insert_events(conn, records)
-            except _RETRYABLE as exc:
-                if attempt >= self.retries:
+            except Exception as exc:  # noqa: BLE001 - sorted by dberrors.failure_kind
+                kind = dberrors.failure_kind(exc)
+                if kind == dberrors.DATA:
+                    raise _DataRefused(exc) from exc
+                if kind == dberrors.RETRY and attempt < self.retries:
+                    attempt += 1
+                    self.stats.retries += 1
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * 2 ** (attempt - 1))
+                    continue
+                if kind == dberrors.RETRY:
                     log.warning("flush of %d events: %s after %d retries", len(records),
                                 type(exc).__name__, attempt)
-                    raise DatabaseUnavailable() from exc
-                attempt += 1
-                self.stats.retries += 1
-                await asyncio.sleep(random.uniform(0.005, 0.02) * 2 ** (attempt - 1))
-            except psycopg.errors.QueryCanceled as exc:
-                # statement_timeout: the database is up but too slow; no circuit.
-                raise DatabaseUnavailable() from exc
-            except (PoolTimeout, psycopg.OperationalError, TimeoutError) as exc:
-                self._open_circuit(exc)
-                raise DatabaseUnavailable() from exc
+                raise self._unavailable_from(exc) from exc
+
+    def _unavailable_from(self, exc: BaseException) -> DatabaseUnavailable:
+        """The 503 for a failure that is not the data's; opens the circuit if the database
+        cannot be reached, or checks whether it can when a statement outlived its deadline."""
+        kind = dberrors.failure_kind(exc)
+        if kind == dberrors.DOWN:
+            self._open_circuit(exc)
+        elif kind == dberrors.STALLED:
+            self._check_reachable(exc)
+        unavailable = DatabaseUnavailable()
+        unavailable.__cause__ = exc
+        return unavailable
 
     # -- the circuit -----------------------------------------------------------------------
     def _open_circuit(self, exc: BaseException) -> None:
@@ -298,6 +394,28 @@ class EventWriter:
         self._unavailable = True
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._probe_until_up(), name="event-writer-probe")
+
+    def _check_reachable(self, cause: BaseException) -> None:
+        """A statement outlived the writer's deadline: a lock wait, a slow database, or a network
+        that drops packets. Open the circuit only if a fresh connection (not one of the pool's,
+        which may all be waiting) cannot reach the database within the probe timeout."""
+        if self._unavailable or (self._reach_check is not None and not self._reach_check.done()):
+            return
+
+        async def check() -> None:
+            try:
+                async with asyncio.timeout(self.probe_timeout_s + 1):
+                    conn = await psycopg.AsyncConnection.connect(
+                        self.pool.conninfo, connect_timeout=max(1, int(self.probe_timeout_s)),
+                        autocommit=True)
+                    try:
+                        await conn.execute("SELECT 1")
+                    finally:
+                        await conn.close()
+            except (psycopg.Error, TimeoutError, OSError):
+                self._open_circuit(cause)
+
+        self._reach_check = asyncio.create_task(check(), name="event-writer-reach-check")
 
     async def _probe_until_up(self) -> None:
         down_since = time.monotonic()

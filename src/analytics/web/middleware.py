@@ -50,18 +50,24 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over `max_bytes` with 413 before reading them into memory."""
+    """Refuse bodies over the limit with 413 before reading them into memory: by Content-Length
+    when there is one, else while reading. `max_bytes` is the limit of every path but those in
+    `path_limits` (the single-event endpoint has its own, smaller one); `setting` names what
+    to change, in the answer."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, path_limits: dict[str, tuple[int, str]] | None = None,
+                 setting: str = "MAX_BODY_BYTES") -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default = (max_bytes, setting)
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes, setting = self.path_limits.get(scope["path"], self.default)
         for k, v in scope.get("headers", ()):
-            if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
-                return await _too_large(send, self.max_bytes)
+            if k == b"content-length" and v.isdigit() and int(v) > max_bytes:
+                return await _too_large(send, max_bytes, setting)
         received = 0
 
         async def limited_receive():
@@ -69,30 +75,31 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise _BodyTooLarge(max_bytes, setting)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _too_large(send, self.max_bytes)
+            await _too_large(send, max_bytes, setting)
 
 
-def too_large_detail(max_bytes: int) -> list[dict]:
-    return [{"loc": ["body"], "msg": f"request body exceeds {max_bytes} bytes", "type": "too_large"}]
+def too_large_detail(max_bytes: int, setting: str = "MAX_BODY_BYTES") -> list[dict]:
+    return [{"loc": ["body"], "msg": f"request body exceeds {max_bytes} bytes ({setting})",
+             "type": "too_large", "limit": max_bytes}]
 
 
 class _BodyTooLarge(StarletteHTTPException):
     """Raised from receive() while the app reads the body. An HTTPException, because FastAPI
     turns any other exception raised while reading the body into a 400."""
 
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(status_code=413, detail=too_large_detail(max_bytes))
+    def __init__(self, max_bytes: int, setting: str) -> None:
+        super().__init__(status_code=413, detail=too_large_detail(max_bytes, setting))
 
 
-async def _too_large(send, max_bytes: int) -> None:
-    body = json.dumps({"error": "body_too_large", "detail": too_large_detail(max_bytes)}).encode()
+async def _too_large(send, max_bytes: int, setting: str) -> None:
+    body = json.dumps({"error": "body_too_large", "detail": too_large_detail(max_bytes, setting)}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
