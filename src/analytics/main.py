@@ -99,8 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
+    # The single event (the tracker's POST) has its own, small body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits={
-        ingestion_router.SingleEventFastPath.PATH: (settings.max_event_bytes, "MAX_EVENT_BYTES")})
+        "/api/events/": (settings.max_event_bytes, "MAX_EVENT_BYTES")})
     # CORS outside the body limit, so that a browser tracker can read a 413 too.
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
