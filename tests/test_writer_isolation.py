@@ -28,7 +28,6 @@ from analytics.ingestion.pipeline import EventRecord
 from analytics.ingestion.schemas import (INDEX_ROW_MAX_BYTES, MAX_KEY_BYTES, MAX_PAGE_BYTES,
                                          MAX_SESSION_ID)
 from analytics.ingestion.writer import EventRejected, EventWriter
-from analytics.rollups import rollup_ddl
 from analytics.rollups.maintain import ingest_statements
 from analytics.schema import bootstrap
 from support import drop_schema, free_port, new_schema_name
@@ -61,7 +60,7 @@ def rschema(db_url):
 
     async def setup():
         async with await psycopg.AsyncConnection.connect(db_url) as conn:
-            await bootstrap(conn, settings, rollup_ddl(name))
+            await bootstrap(conn, settings)
 
     asyncio.run(setup())
     repository.register_insert_hook(ingest_statements)
