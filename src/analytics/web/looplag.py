@@ -30,9 +30,11 @@ class LoopLagMonitor:
         self._seconds: deque[list[float]] = deque(maxlen=max(1, math.ceil(window_s)) + 1)
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._counting_from = 0.0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._counting_from = self._loop.time() + self.warmup_s
         self._task = asyncio.create_task(self._run(), name="loop-lag")
 
     async def stop(self) -> None:
@@ -43,13 +45,15 @@ class LoopLagMonitor:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        counting_from = loop.time() + self.warmup_s
         while True:
             due = loop.time() + self.interval_s
             await asyncio.sleep(self.interval_s)
-            now = loop.time()
-            if now >= counting_from:
-                self.record(now, max(0.0, now - due))
+            self.woke(due, loop.time())
+
+    def woke(self, due: float, now: float) -> None:
+        """The sleeper was due at `due` and ran at `now` (loop time, seconds)."""
+        if now >= self._counting_from:
+            self.record(now, max(0.0, now - due))
 
     def record(self, now: float, lag_s: float) -> None:
         if lag_s > self.max_lag_s:
