@@ -83,11 +83,23 @@ def widen(pattern: str) -> str:
             continue
         out.append(c)
         i += 1
-    # uap-core's bounded repetitions ({0,100}) stay as they are: RE2 matches them exactly in
-    # linear time, and a rule whose tokens lie past its bound is then not even a candidate
-    # (dropping the bounds, as ua_parser.utils.fa_simplifier does, made hostile strings pay for
-    # the Python rules' backtracking: 1-5 ms instead of 0.1-1 ms).
-    return "".join(out)
+    wide = "".join(out)
+    return wide if pattern.startswith(_ANCHORED_BOUND) else _BOUNDED.sub(_unbound, wide)
+
+
+def _unbound(m: re.Match) -> str:
+    return "*" if m[1] == "0" else "+"
+
+
+# uap-core bounds repetitions (`.{0,100}`) against Python's backtracking. In an automaton a bound
+# costs states: RE2's caches for the rules as written took ~60 MB per worker, ~30 MB without the
+# bounds (ua_parser.utils.fa_simplifier drops them for the same reason). Dropping one only widens
+# the rule, so the Python rule still decides. Kept for the catch-all rules anchored at the start
+# (`^.{0,100}(bot|crawl|...)`): their tokens often lie past the bound in long strings, where
+# a widened copy would make them candidates whose Python check is the costly part (0.3 ms a
+# hostile 1 KB string with their bounds kept, 1.4 ms without).
+_BOUNDED = re.compile(r"\{(0|1)\s*,\s*\d{3,}\}")
+_ANCHORED_BOUND = "^.{0,"
 
 
 T = TypeVar("T")
@@ -108,7 +120,7 @@ class _Domain:
             except NotWidenable:
                 wide = ""  # matches everything: the rule is always a candidate
             prefix = "(?i)" if m.flags & re.IGNORECASE else ""
-            self.filter.Add(prefix + wide, _OPTIONS)
+            self.filter.Add(prefix + wide)
         self.filter.Compile()
 
     def candidates(self, ua: str) -> list[int]:
@@ -131,15 +143,6 @@ class _Domain:
             if result is not None and self.accept(result):
                 return result
         return None
-
-
-def _options() -> re2.Options:
-    opts = re2.Options()
-    opts.max_mem = 64 << 20  # the widened rules are large alternations; RE2's 8 MB is tight
-    return opts
-
-
-_OPTIONS = _options()
 
 
 class ExactResolver:
