@@ -5,7 +5,7 @@ POST /api/events/ into the stored row (so the cache and the write path carry the
 Then two corpora of real strings (fake-useragent's browser database, crawler-user-agents'
 instances: ~3,000 distinct) and seeded hostile 1 KB strings, on which `classify` must answer
 exactly what user-agents' own parse does (`classify_reference`), trying only a few of
-ua-parser's ~1,300 rules per string; and a batch of 1,000 distinct 1 KB user agents through
+ua-parser's 1,270 rules per string; and a batch of 1,000 distinct 1 KB user agents through
 POST /api/events/batch, stored with the reference classification.
 
 Documented choices (what we return where reality is ambiguous):
