@@ -32,6 +32,9 @@ def hostile_corpus() -> tuple[str, ...]:
     out = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 1024))) for _ in range(150)]
     out += [(rng.choice(real) + " " + " ".join(rng.sample(real, 10)))[:1024] for _ in range(150)]
     out += [("x" * 300 + " " + " ".join(rng.sample(real, 8)))[:1024] for _ in range(50)]
+    # Python's case-insensitive i matches İ and ı ("Baıduspıder" is a spider to the reference).
+    out += [ua.replace("i", rng.choice("\u0130\u0131")).replace("I", "\u0130")
+            for ua in rng.sample([ua for ua in real if "pider" in ua or "bot" in ua], 60)]
     out += ["Mozilla/5.0 (Linux; Android 10; " + "; " * 495, ";" * 1024, "中" * 1024, "a" * 1024,
             "Mozilla/5.0 (Windows NT 10.0)\n", "x PTST/12\n", " PTST/12", "Mozilla/5.0 (" + " " * 1000]
     return tuple(out)
