@@ -378,7 +378,7 @@ def test_a_parse_tries_only_a_few_python_rules():
 
     assert max(tried(exact, ua) for ua in real_corpus()) <= 9  # measured: 4
     assert max(tried(exact, ua) for ua in hostile_corpus()) <= 16  # measured: 11
-    assert max(tried(reference, ua) for ua in hostile_corpus()[-8:]) > 1000
+    assert tried(reference, ";" * 1024) > 1000  # matches no rule: every rule is tried
 
 
 @pytest.mark.parametrize("pattern, text", [

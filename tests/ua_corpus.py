@@ -36,7 +36,10 @@ def hostile_corpus() -> tuple[str, ...]:
     out += [ua.replace("i", rng.choice("\u0130\u0131")).replace("I", "\u0130")
             for ua in rng.sample([ua for ua in real if "pider" in ua or "bot" in ua], 60)]
     out += ["Mozilla/5.0 (Linux; Android 10; " + "; " * 495, ";" * 1024, "中" * 1024, "a" * 1024,
-            "Mozilla/5.0 (Windows NT 10.0)\n", "x PTST/12\n", " PTST/12", "Mozilla/5.0 (" + " " * 1000]
+            "Mozilla/5.0 (Windows NT 10.0)\n", "x PTST/12\n", " PTST/12", "Mozilla/5.0 (" + " " * 1000,
+            # enrich's own bot rule: a Unicode digit, İ and ı read as i, upper case
+            "Mozilla/5.0 Foo bot/\u0663", "Mozilla/5.0 SP\u0130DER/1", "Mozilla/5.0 sp\u0131der/2",
+            "Mozilla/5.0 HEADLESSCHROME/1", "Mozilla/5.0 (X11) +https://example.org/"]
     return tuple(out)
 
 

@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import Callable
 from threading import Lock
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from ua_parser import Domain
 from user_agents import parse as parse_user_agent_legacy
 from user_agents.parsers import UserAgent, parse_browser, parse_device, parse_operating_system
 
-from .uaparse import ExactResolver
+from .uaparse import ExactResolver, Rule, RuleList
 
 OS_NAMES = ("Windows", "MacOS", "iOS", "Android", "Linux", "ChromeOS", "Other")
 DEVICES = ("desktop", "mobile", "tablet", "bot", "other")
@@ -35,6 +36,9 @@ _LINUX_FAMILIES = {"linux", "ubuntu", "debian", "fedora", "red hat", "suse", "op
 # headless browsers, and any agent naming a crawler with a version or an info URL.
 _EXTRA_BOT = re.compile(r"applebot|headlesschrome|phantomjs|(?:bot|spider|crawler)/\d|\+https?://",
                         re.IGNORECASE)
+# Python's re scans a 1 KB string for that alternation in ~50 µs, RE2 in ~7: RE2 says whether
+# Python needs to look (same answers: see uaparse.RuleList).
+_EXTRA_BOT_RULE = RuleList([Rule(_EXTRA_BOT)], accept=lambda match: True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,8 @@ def classify(ua_string: str) -> UserAgentInfo:
     """Classify one user agent string (uncached)."""
     if not ua_string:
         return _EMPTY
-    return _info(_ResolvedUserAgent(ua_string, resolver()(ua_string, Domain.ALL)), ua_string)
+    ua = _ResolvedUserAgent(ua_string, resolver()(ua_string, Domain.ALL))
+    return _info(ua, ua_string, lambda s: _EXTRA_BOT_RULE.resolve(s) is not None)
 
 
 def classify_reference(ua_string: str) -> UserAgentInfo:
@@ -100,11 +105,12 @@ def classify_reference(ua_string: str) -> UserAgentInfo:
     ~1.5 ms a string): the reference the tests and bench/ua.py compare classify() with."""
     if not ua_string:
         return _EMPTY
-    return _info(parse_user_agent_legacy(ua_string), ua_string)
+    return _info(parse_user_agent_legacy(ua_string), ua_string,
+                 lambda s: _EXTRA_BOT.search(s) is not None)
 
 
-def _info(ua: UserAgent, ua_string: str) -> UserAgentInfo:
-    is_bot = bool(ua.is_bot) or _EXTRA_BOT.search(ua_string) is not None
+def _info(ua: UserAgent, ua_string: str, extra_bot: Callable[[str], bool]) -> UserAgentInfo:
+    is_bot = bool(ua.is_bot) or extra_bot(ua_string)
     if is_bot:
         device = "bot"
     elif ua.is_tablet:

@@ -110,8 +110,19 @@ T = TypeVar("T")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _Domain:
-    """One domain's rules: the RE2 filter over their widened copies, and the rules themselves."""
+class Rule:
+    """A compiled Python regular expression as a rule: what RuleList needs of ua-parser's."""
+
+    def __init__(self, pattern: re.Pattern) -> None:
+        self.pattern, self.regex, self.flags = pattern, pattern.pattern, pattern.flags
+
+    def __call__(self, text: str) -> Optional[re.Match]:
+        return self.pattern.search(text)
+
+
+class RuleList:
+    """Ordered rules (one ua-parser domain's): the RE2 filter over their widened copies, and the
+    rules themselves, which decide."""
 
     def __init__(self, matchers: Sequence[Callable[[str], Optional[T]]],
                  accept: Callable[[T], bool]) -> None:
@@ -146,6 +157,7 @@ class _Domain:
             return set(self.filter.Match(_SURROGATE.sub("\ufffd", text)) or ())
 
     def resolve(self, ua: str) -> Optional[T]:
+        """The first rule's answer that the rule list accepts, as trying every rule would."""
         for index in self.candidates(ua):
             try:
                 result = self.matchers[index](ua)
@@ -162,9 +174,9 @@ class ExactResolver:
     def __init__(self, matchers: Matchers) -> None:
         ua, os, device = matchers
         # The legacy parser takes the first rule giving a non-empty family.
-        self._ua = _Domain(ua, lambda r: bool(r.family))
-        self._os = _Domain(os, lambda r: bool(r.family))
-        self._device = _Domain(device, lambda r: bool(r.family))
+        self._ua = RuleList(ua, lambda r: bool(r.family))
+        self._os = RuleList(os, lambda r: bool(r.family))
+        self._device = RuleList(device, lambda r: bool(r.family))
 
     def __call__(self, ua: str, domains: Domain, /) -> PartialResult:
         return PartialResult(
