@@ -1,10 +1,10 @@
-"""`python -m bench [ingest|query ...]`: run one benchmark, or all of them in turn."""
+"""`python -m bench [ingest|query|ua ...]`: run one benchmark, or all of them in turn."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = ("ingest", "query", "fastpath")
+SUITES = ("ingest", "query", "ua", "fastpath")
 
 
 def main(argv: list[str]) -> int:

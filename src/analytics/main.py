@@ -19,7 +19,7 @@ from .aggregation.service import StatsService
 from .config import Settings, get_settings
 from .db import make_pools
 from .ingestion import router as ingestion_router
-from .ingestion.enrich import UserAgentCache
+from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
 from .rollups import install as install_rollups
@@ -27,9 +27,13 @@ from .schema import bootstrap_with_retry
 from .web import errors, health
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
+from .web.looplag import LoopLagMonitor
 from .web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SchemaReadyMiddleware
 
 log = logging.getLogger("analytics")
+
+_WARM_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/124.0.0.0 Safari/537.36")
 
 # Paths that work without the database.
 _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
@@ -66,12 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.seed_reader = SeedReader(state.pool, state.stats.ready, raw_gate=raw_gate,
                                        max_rows=settings.seed_max_rows)
 
+        # Build the user-agent resolver (~1 s) off the event loop, at startup rather than on the
+        # event loop of the first request that carries a user agent; ready waits for it.
+        warm_ua = asyncio.create_task(asyncio.to_thread(classify, _WARM_UA), name="ua-warm")
+
         async def bootstrap():
             state.db_info = await bootstrap_with_retry(settings)
+            await warm_ua
             state.schema_ready.set()
 
         boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")
         state.writer.start()
+        state.loop_lag = LoopLagMonitor()
+        state.loop_lag.start()
         # Everything built so far (the app, its schemas, the libraries) lives as long as the
         # process: keep it out of the cyclic collector's full passes, whose pauses showed in
         # the single-event p99.
@@ -81,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             boot_task.cancel()
+            warm_ua.cancel()
+            await state.loop_lag.stop()
             await state.writer.stop()
             await state.pool.close()
             await state.write_pool.close()

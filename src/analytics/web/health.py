@@ -1,5 +1,6 @@
 """Liveness and readiness. /healthz never touches the database (Railway's healthcheck);
-/readyz does, and says 503 while the database or the schema is not there."""
+/readyz does, and says 503 while the database or the schema is not there. Every /readyz answer
+also describes the worker that gave it (`process`: pid, RSS, event-loop lag; see looplag.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..db import DatabaseUnavailable, connection
+from .looplag import process_info
 
 router = APIRouter()
 
@@ -25,7 +27,8 @@ async def healthz():
 @router.get("/readyz")
 async def readyz(request: Request):
     state = request.app.state
-    body = {"status": "ok", "database": "ok", "schema": "ready" if state.schema_ready.is_set() else "pending"}
+    body = {"status": "ok", "database": "ok", "schema": "ready" if state.schema_ready.is_set() else "pending",
+            "process": process_info(getattr(state, "loop_lag", None))}
     try:
         async with asyncio.timeout(3):
             async with connection(state.pool) as conn:
