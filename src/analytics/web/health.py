@@ -30,8 +30,10 @@ async def readyz(request: Request):
     body = {"status": "ok", "database": "ok", "schema": "ready" if state.schema_ready.is_set() else "pending",
             "process": process_info(getattr(state, "loop_lag", None))}
     try:
+        # The writer's pool: readiness is "can this worker ingest", and a read pool filled by
+        # expensive questions must not make it flap.
         async with asyncio.timeout(3):
-            async with connection(state.pool) as conn:
+            async with connection(state.write_pool) as conn:
                 await conn.execute("SELECT 1")
     except (DatabaseUnavailable, TimeoutError):
         body.update(status="unavailable", database="unreachable")
