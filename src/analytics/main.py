@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SchemaReadyMiddleware, no_db_paths=_NO_DB_PATHS)
     errors.install(app)
     app.include_router(health.router)
+    ingestion_router.document_batch_limit(settings.batch_max_events)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])

@@ -5,39 +5,19 @@ the names in web/rules.py.
 """
 from __future__ import annotations
 
-import re
 import zoneinfo
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated
 
 from pydantic import StringConstraints, WithJsonSchema
 
 from ..ingestion.enrich import DEVICES, OS_NAMES
+from ..timefmt import ISO_PATTERN
 from .intervals import INTERVAL_PATTERN
 
-# ISO 8601 as datetime.fromisoformat reads it (Python 3.11): a date, optionally a time, and with
-# a time optionally an offset. Without an offset it is wall time in the query's zone.
-ISO_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,6})?)?"
-               r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?$")
-_ISO = re.compile(ISO_PATTERN)
 NO_NUL = r"^[^\u0000]*$"
 MAX_TEXT = 2048
 MAX_VALUES = 100
-
-
-class CalendarError(ValueError):
-    """Matches ISO_PATTERN but names no real date and time (month 13, hour 24, ...)."""
-
-
-def parse_instant(text: str) -> datetime:
-    """A string that matched ISO_PATTERN, as a datetime (naive when it has no offset)."""
-    if not _ISO.fullmatch(text):
-        raise CalendarError("is not an ISO 8601 date and time")
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise CalendarError("is not a real date and time") from None
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,8 @@ from ..ingestion.enrich import DEVICES, OS_NAMES
 from ..web.errors import validation_error
 from .buckets import TooManyBuckets, edges
 from .intervals import Interval, IntervalError, parse_bounded
-from .params import CalendarError, parse_instant, zone_names
+from ..timefmt import CalendarError, parse_instant
+from .params import zone_names
 
 Kind = Literal["timeseries", "breakdown", "totals"]
 Metric = Literal["events", "unique_sessions", "avg_duration", "median_duration", "p95_duration"]
@@ -100,7 +101,7 @@ def _instant(name: str, text: str | datetime, tz: ZoneInfo) -> datetime:
         try:
             t = parse_instant(text)
         except CalendarError as exc:
-            raise validation_error(name, str(exc), rule="calendar_date") from None
+            raise validation_error(name, str(exc), rule=exc.rule) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=tz)
     try:

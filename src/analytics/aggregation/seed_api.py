@@ -45,8 +45,8 @@ async def read_events(
     request: Request,
     duration: Annotated[IntervalText, Query(
         description="Bucket width, e.g. '1 hour', '1 day', '1 week'; 1 minute to 1 year")] = "1 day",
-    pages: Annotated[Optional[List[Text]], Query(
-        max_length=MAX_PAGES, description="Pages to include; repeatable (default: seed 004's twelve)")] = None,
+    pages: Annotated[List[Text], Query(
+        max_length=MAX_PAGES, description="Pages to include; repeatable (default: seed 004's twelve)")] = [],  # noqa: B006
     source: Literal["auto", "raw"] = Query(default="auto", include_in_schema=False),
 ):
     if "source" in request.query_params and not request.app.state.settings.stats_allow_raw_source:

@@ -62,13 +62,13 @@ def _check_text(ev: EventCreateSchema, host: str) -> None:
     size = len(page) if page.isascii() else utf8_size("page", page)
     if size > MAX_PAGE_BYTES:
         raise InvalidEvent("page", f"must be at most {MAX_PAGE_BYTES} bytes in UTF-8 (this one is "
-                                   f"{size}): the database indexes it", "string_too_long")
+                                   f"{size}): the database indexes it", "too_many_bytes")
     if host:
         both = size + (len(host) if host.isascii() else utf8_size("referrer", host))
         if both > MAX_KEY_BYTES:
             raise InvalidEvent("referrer", f"its host name ({both - size} bytes) and page ({size} bytes) "
                                            f"together must be at most {MAX_KEY_BYTES} bytes in UTF-8: "
-                                           "the database indexes them together", "string_too_long")
+                                           "the database indexes them together", "too_many_bytes")
 
 
 def _describe(d: timedelta) -> str:
@@ -91,9 +91,9 @@ class Enricher:
         if t is None:
             return now
         if t > now + self.max_skew:
-            raise InvalidEvent("time", "must not be in the future")
+            raise InvalidEvent("time", "must not be in the future", "time_window")
         if t < now - self.max_age:
-            raise InvalidEvent("time", f"must not be older than {_describe(self.max_age)}")
+            raise InvalidEvent("time", f"must not be older than {_describe(self.max_age)}", "time_window")
         return t
 
     def to_record(self, ev: EventCreateSchema, now: datetime | None = None) -> EventRecord:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from ..db import DatabaseUnavailable
 from ..web.errors import unavailable_response
 from ..web.fastpath import fast
+from ..web.rules import rules_422
 
 from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
@@ -50,6 +51,15 @@ def overloaded_response() -> Response:
 
 
 _EVENT_SCHEMA = EventCreateSchema.model_json_schema()
+# minItems/maxItems of the batch body; create_app states BATCH_MAX_EVENTS (document_batch_limit).
+_BATCH_SCHEMA: dict = {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}
+# What the event body schema cannot state (web/rules.py).
+_EVENT_RULES = ("time_window", "calendar_date", "too_many_bytes", "json_too_deep", "database_limit")
+
+
+def document_batch_limit(max_events: int) -> None:
+    """State BATCH_MAX_EVENTS in the batch body's schema (a setting, known once the app is made)."""
+    _BATCH_SCHEMA["maxItems"] = max_events
 
 
 def _rejected(exc: bodies.BodyRejected) -> JSONResponse:
@@ -88,7 +98,7 @@ async def single_event(request: Request) -> Response:
 @router.post("/", response_model=EventModel, status_code=201,
              responses={200: {"description": "Duplicate: this (id, time) was already stored"},
                         413: {"description": "Body over MAX_EVENT_BYTES"},
-                        422: {"description": "Invalid body, naming the field"},
+                        422: rules_422(*_EVENT_RULES, description="Invalid body, naming the field"),
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": _EVENT_SCHEMA}}}})
@@ -105,11 +115,11 @@ async def create_event(request: Request):
              responses={200: {"description": "Nothing new: every event was a duplicate"},
                         413: {"description": "More events than BATCH_MAX_EVENTS, or a body over "
                                              "MAX_BODY_BYTES"},
-                        422: {"description": "Invalid items, listed by index (and NDJSON line); "
-                                             "nothing was written"},
+                        422: rules_422(*_EVENT_RULES, description="Invalid items, listed by index (and "
+                                                                  "NDJSON line); nothing was written"),
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
+                 "application/json": {"schema": _BATCH_SCHEMA},
                  "application/x-ndjson": {"schema": _EVENT_SCHEMA}}}})
 async def create_events_batch(request: Request):
     """A JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`, one event per

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import uuid
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 from sqlmodel import SQLModel
+
+from ..timefmt import ISO_PATTERN, CalendarError, parse_instant
 
 MAX_PAGE = 2048
 MAX_USER_AGENT = 1024
@@ -42,6 +46,47 @@ TEXT_FIELDS = ("page", "ip_address", "user_agent", "referrer", "session_id", "de
 NUL_MESSAGE = "Value error, must not contain NUL (\\u0000) characters"
 
 
+# Stated in the schema; enforced by the body parser (above), not by a pattern per field.
+_NO_NUL = {"pattern": "^[^\\u0000]*$"}
+# Seed 004 typed `duration` as an int that pydantic also took as a numeric string ("15"): the
+# string form stays accepted, and documented, for its clients.
+DURATION_TEXT = r"^0*(?:[0-9]{1,4}|[0-7][0-9]{4}|8[0-5][0-9]{3}|86[0-3][0-9]{2}|86400)$"
+_DURATION_TEXT = re.compile(DURATION_TEXT)
+
+
+def _duration(v: object) -> object:
+    """What the schema states: an integer or a numeric string; not a boolean (pydantic would
+    read true as 1), not a float with a fraction, not any other string."""
+    if type(v) is int or v is None:
+        return v
+    if isinstance(v, bool) or isinstance(v, str) and not _DURATION_TEXT.fullmatch(v):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return v
+
+
+def _instant(v: object) -> object:
+    """ISO 8601 text only (pydantic would also read a number as a Unix time)."""
+    if v is None:
+        return v
+    if not isinstance(v, str):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date and time string")
+    try:
+        return parse_instant(v)
+    except CalendarError as exc:
+        raise PydanticCustomError(exc.rule, "Input should be an ISO 8601 date and time, {problem}",
+                                  {"problem": str(exc)}) from None
+
+
+Duration = Annotated[Optional[int], BeforeValidator(_duration), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 0, "maximum": MAX_DURATION_S},
+    {"type": "string", "pattern": DURATION_TEXT}, {"type": "null"}]})]
+Instant = Annotated[Optional[datetime], BeforeValidator(_instant), WithJsonSchema({"anyOf": [
+    {"type": "string", "pattern": ISO_PATTERN}, {"type": "null"}]})]
+IpText = Annotated[Optional[str], WithJsonSchema({"anyOf": [
+    {"type": "string", "maxLength": 0}, {"type": "string", "format": "ipv4"},
+    {"type": "string", "format": "ipv6"}, {"type": "null"}]})]
+
+
 def fields_with_nul(item: object) -> list[str]:
     """The text fields of a raw (parsed JSON) event that contain a NUL character."""
     if not isinstance(item, dict):
@@ -58,20 +103,20 @@ class EventCreateSchema(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    page: str = Field(min_length=1, max_length=MAX_PAGE, description=(
+    page: str = Field(min_length=1, max_length=MAX_PAGE, json_schema_extra=_NO_NUL, description=(
         f"At most {MAX_PAGE} characters and {MAX_PAGE_BYTES} bytes of UTF-8 (the database indexes it)"))
-    ip_address: Optional[str] = Field(default="", max_length=64)
-    user_agent: Optional[str] = Field(default="", max_length=MAX_USER_AGENT)
-    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER, description=(
+    ip_address: IpText = Field(default="", max_length=64, description="IPv4 or IPv6 address")
+    user_agent: Optional[str] = Field(default="", max_length=MAX_USER_AGENT, json_schema_extra=_NO_NUL)
+    referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER, json_schema_extra=_NO_NUL, description=(
         f"Its host name and `page` together: at most {MAX_KEY_BYTES} bytes of UTF-8 (indexed together)"))
-    session_id: Optional[str] = Field(default=None, max_length=MAX_SESSION_ID)
-    duration: Optional[int] = Field(default=0, ge=0, le=MAX_DURATION_S,
-                                    description="Seconds spent on the page")
-    description: Optional[str] = Field(default="", max_length=MAX_DESCRIPTION)
+    session_id: Optional[str] = Field(default=None, max_length=MAX_SESSION_ID, json_schema_extra=_NO_NUL)
+    duration: Duration = Field(default=0, ge=0, le=MAX_DURATION_S, description="Seconds spent on the page")
+    description: Optional[str] = Field(default="", max_length=MAX_DESCRIPTION, json_schema_extra=_NO_NUL)
     # Idempotency: a client may supply its own id and time; (id, time) identifies an event.
     id: Optional[uuid.UUID] = None
-    time: Optional[datetime] = Field(
-        default=None, description="When the event happened; defaults to the time it is received")
+    time: Instant = Field(default=None, description=(
+        "When the event happened, ISO 8601 (without an offset: UTC), within MAX_EVENT_AGE_DAYS of now; "
+        "defaults to the time it is received"))
 
     @field_validator("ip_address")
     @classmethod

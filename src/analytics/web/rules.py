@@ -15,6 +15,9 @@ RULES: dict[str, str] = {
                       "2,704 bytes): `page` and the derived referrer host and keys, alone and "
                       "together.",
     "calendar_date": "`start` and `end` name a real date and time (no month 13, no hour 24).",
+    "database_limit": "A value the database refuses although it passed every check above (it "
+                      "never does, by design; if one does, only that event is refused).",
+    "json_too_deep": "JSON nests at most 32 levels deep (unknown fields included).",
     "range_order": "`end` is after `start`.",
     "date_range": "`start`, `end` and the previous period of `compare=previous` lie between "
                   "1900-01-01 and 9000-01-01 (UTC).",
