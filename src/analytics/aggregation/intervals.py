@@ -76,7 +76,12 @@ class Interval:
 
 
 class IntervalError(ValueError):
-    pass
+    """`rule`: 'interval_bounds' for a well-formed interval out of bounds (a rule the schema
+    cannot state), 'interval_format' for text the schema's pattern refuses too."""
+
+    def __init__(self, message: str, rule: str = "interval_format") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 def _unit(word: str) -> tuple[str, int]:
@@ -115,16 +120,16 @@ def parse_interval(text: str | None) -> Interval:
     if pos == 0 or s[pos:].strip():
         raise IntervalError("is not a valid interval such as '1 day' or '15 minutes'")
     if months and seconds:
-        raise IntervalError("cannot mix months or years with smaller units")
+        raise IntervalError("cannot mix months or years with smaller units", "interval_bounds")
     if not months and not seconds:
-        raise IntervalError("must be positive")
+        raise IntervalError("must be positive", "interval_bounds")
     return Interval(seconds=seconds, months=months)
 
 
 def parse_bounded(text: str | None, *, min_seconds: int = 60, max_seconds: int = 366 * 86400) -> Interval:
     iv = parse_interval(text)
     if iv.approx_seconds() < min_seconds:
-        raise IntervalError(f"must be at least {min_seconds // 60} minute(s)")
+        raise IntervalError(f"must be at least {min_seconds // 60} minute(s)", "interval_bounds")
     if iv.approx_seconds() > max_seconds:
-        raise IntervalError("must be at most 1 year")
+        raise IntervalError("must be at most 1 year", "interval_bounds")
     return iv

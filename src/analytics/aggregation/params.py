@@ -9,13 +9,15 @@ import zoneinfo
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import StringConstraints, WithJsonSchema
+from pydantic import WithJsonSchema
 
 from ..ingestion.enrich import DEVICES, OS_NAMES
 from ..timefmt import ISO_PATTERN
-from .intervals import INTERVAL_PATTERN
+from .intervals import INTERVAL_PATTERN, MAX_LENGTH
 
 NO_NUL = r"^[^\u0000]*$"
+METRICS: tuple[str, ...] = ("events", "unique_sessions", "avg_duration", "median_duration", "p95_duration")
+ORDER_PATTERN = "^(?:" + "|".join(METRICS) + ")(?::(?:asc|desc))?$"
 MAX_TEXT = 2048
 MAX_VALUES = 100
 
@@ -26,12 +28,18 @@ def zone_names() -> tuple[str, ...]:
     return tuple(sorted(zoneinfo.available_timezones()))
 
 
-Instant = Annotated[str, StringConstraints(max_length=40, pattern=ISO_PATTERN)]
-IntervalText = Annotated[str, StringConstraints(max_length=64, pattern=INTERVAL_PATTERN)]
+# Each type states its constraint in the schema; the query model (and the seed endpoint) enforce
+# exactly it, with messages that say what is wrong (pydantic would quote a 1,800-character
+# pattern back).
+Instant = Annotated[str, WithJsonSchema({"type": "string", "pattern": ISO_PATTERN})]
+IntervalText = Annotated[str, WithJsonSchema({"type": "string", "maxLength": MAX_LENGTH,
+                                              "pattern": INTERVAL_PATTERN})]
 ZoneName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(zone_names())})]
 # Filter values compared with stored text (which holds no NUL).
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=NO_NUL)]
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=NO_NUL)]
+Text = Annotated[str, WithJsonSchema({"type": "string", "maxLength": MAX_TEXT, "pattern": NO_NUL})]
+NonEmptyText = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+                                              "pattern": NO_NUL})]
+OrderBy = Annotated[str, WithJsonSchema({"type": "string", "pattern": ORDER_PATTERN})]
 
 
 def enum_text(values: tuple[str, ...]) -> object:

@@ -21,10 +21,8 @@ Kind = Literal["timeseries", "breakdown", "totals"]
 Metric = Literal["events", "unique_sessions", "avg_duration", "median_duration", "p95_duration"]
 Dimension = Literal["page", "os", "browser", "device", "referrer"]
 
-METRICS: tuple[str, ...] = ("events", "unique_sessions", "avg_duration", "median_duration", "p95_duration")
 DIMENSIONS: tuple[str, ...] = ("page", "os", "browser", "device", "referrer")
 FILTERS: tuple[str, ...] = ("page", "page_prefix", "os", "browser", "device", "referrer")
-ORDER_PATTERN = "^(?:" + "|".join(METRICS) + ")(?::(?:asc|desc))?$"
 DEFAULT_RANGE = timedelta(days=30)
 MAX_FILTER_VALUES = 100
 DEFAULT_GROUPS = 10          # breakdown rows, and series of a grouped timeseries, unless `limit`
@@ -149,11 +147,11 @@ def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
 def _order(order_by: str | None, metrics: tuple[str, ...]) -> tuple[str, bool]:
     if order_by is None:
         return metrics[0], True
-    name, _, direction = order_by.partition(":")
+    name, sep, direction = order_by.partition(":")
     if name not in metrics:
         raise validation_error("order_by", f"must be one of the requested metrics: {', '.join(metrics)} "
                                            "(optionally followed by ':asc' or ':desc')", rule="requested_metric")
-    if direction not in ("", "asc", "desc"):
+    if sep and direction not in ("asc", "desc"):
         raise validation_error("order_by", "direction must be ':asc' or ':desc'")
     return name, direction != "asc"
 
@@ -177,7 +175,7 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
         try:
             iv = parse_bounded(interval if interval is not None else "1 day")
         except IntervalError as exc:
-            raise validation_error("interval", f"interval {exc}", rule="interval_bounds") from None
+            raise validation_error("interval", f"interval {exc}", rule=exc.rule) from None
     groups = tuple(dict.fromkeys(group_by))
     mets = tuple(dict.fromkeys(metrics)) or ("events",)
     if kind == "breakdown" and not groups:

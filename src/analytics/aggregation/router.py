@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from ..web.errors import validation_error
 from ..web.fastpath import fast
 from ..web.rules import rules_422
-from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OsName, Text, ZoneName
-from .query import ORDER_PATTERN, Dimension, Kind, Metric, StatsQuery, build_query
+from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OrderBy, OsName, Text, ZoneName
+from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
 router = APIRouter()
 
@@ -45,8 +45,7 @@ def _declared(
     referrer: Annotated[List[Text], Query(max_length=MAX_VALUES,
                                           description="Referrer host without www. ('' = direct)")] = [],  # noqa: B006
     include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
-    order_by: Annotated[Optional[str], Query(
-        pattern=ORDER_PATTERN, description="A requested metric, optionally ':asc' or ':desc' (default "
+    order_by: Annotated[Optional[OrderBy], Query(description="A requested metric, optionally ':asc' or ':desc' (default "
                                            "desc); default the first metric")] = None,
     limit: Annotated[Optional[int], Query(ge=1, le=10000, description="Groups per page (with group_by; "
                                           "breakdown default 10)")] = None,

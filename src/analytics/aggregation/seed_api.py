@@ -55,7 +55,7 @@ async def read_events(
     try:
         interval = parse_bounded(duration)
     except IntervalError as exc:
-        raise validation_error("duration", f"duration {exc}", rule="interval_bounds") from None
+        raise validation_error("duration", f"duration {exc}", rule=exc.rule) from None
     lookup = pages if pages else DEFAULT_LOOKUP_PAGES
     if len(lookup) > MAX_PAGES:
         raise validation_error("pages", f"at most {MAX_PAGES} pages")
