@@ -26,10 +26,41 @@ def entry_sql(alias: str = "") -> str:
             f" || '|' || {p}page")
 
 
+# A session's stored entries are bounded: every upsert of a session rewrites its array, and
+# the triggers unnest it twice. A session id reused forever, or one that sends thousands of
+# distinct pages, would otherwise grow without limit. An event that would take a session past
+# the cap is refused (check violation of CAP_CONSTRAINT, which the writer answers as that
+# event's 422 naming session_id); unique_sessions stays exact for everything stored. Real
+# sessions are far below it (the query benchmark's longest: 40 entries).
+SESSION_MAX_ENTRIES = 5_000
+SESSION_MAX_ENTRY_BYTES = 2_000_000  # all entries' text together (pages can be 6 KB each)
+CAP_CONSTRAINT = "rollup_sessions_entries_cap"
+
+
+def _cap_check() -> sql.Composable:
+    return sql.SQL("CHECK (cardinality(entries) <= {n} AND octet_length(array_to_string(entries, '')) <= {b})").format(
+        n=sql.Literal(SESSION_MAX_ENTRIES), b=sql.Literal(SESSION_MAX_ENTRY_BYTES))
+
+
 def state_ddl(s: sql.Identifier) -> list[sql.Composable]:
-    return [sql.SQL("""CREATE TABLE IF NOT EXISTS {}.{} (
+    table = sql.SQL("{}.{}").format(s, sql.Identifier(STATE_TABLE))
+    return [
+        sql.SQL("""CREATE TABLE IF NOT EXISTS {table} (
             session_id text PRIMARY KEY,
-            entries text[] NOT NULL)""").format(s, sql.Identifier(STATE_TABLE))]
+            entries text[] NOT NULL,
+            CONSTRAINT {cap} {check})""").format(
+            table=table, cap=sql.Identifier(CAP_CONSTRAINT), check=_cap_check()),
+        # A table made before the cap existed gets it NOT VALID: enforced on every write from now
+        # on, without a scan of the existing rows (nor a failed start if one is over the cap).
+        sql.SQL("""DO $do$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                           WHERE conrelid = {regclass}::regclass AND conname = {cap_name}) THEN
+                ALTER TABLE {table} ADD CONSTRAINT {cap} {check} NOT VALID;
+            END IF;
+            END $do$""").format(
+            regclass=sql.Literal(table.as_string(None)), cap_name=sql.Literal(CAP_CONSTRAINT),
+            table=table, cap=sql.Identifier(CAP_CONSTRAINT), check=_cap_check()),
+    ]
 
 
 def _apply_delta(s: sql.Identifier, fam: Family, grain: int, *, changed_only: bool) -> sql.Composable:
