@@ -141,10 +141,13 @@ def trigger_ddl(s: sql.Identifier) -> list[sql.Composable]:
     return out
 
 
-def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable:
+def upsert_state_sql(source: sql.Composable, *, replace: bool, filtered: bool = False) -> sql.Composable:
     """Upsert (session_id, entries) rows from `source`, in session order (lock order).
 
     replace=False (ingest): add entries not already there; a no-op for known entries.
+    filtered: `source` has only entries that were not stored when it was read
+    (new_entries_from); a concurrent writer may have added them since: ON CONFLICT adds
+    only what is still missing.
     replace=True (rebuild): the entries become exactly the given ones.
     """
     if replace:
@@ -158,7 +161,8 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable
     # page and a quarter hour). ON CONFLICT DO UPDATE ... WHERE false still locks (writes) the
     # row, so those are skipped first by a plain read. Safe with concurrent writers: at ingest
     # entries only grow, so what a committed state already holds stays held.
-    skip = sql.SQL("" if replace else """
+    # (filtered: `source` already holds only entries the state did not hold when read.)
+    skip = sql.SQL("" if replace or filtered else """
         WHERE NOT EXISTS (SELECT 1 FROM {state} cur
                           WHERE cur.session_id = src.session_id AND src.entries <@ cur.entries)""").format(
         state=sql.Identifier(STATE_TABLE))
@@ -166,6 +170,21 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable
         SELECT session_id, entries FROM ({source}) src{skip} ORDER BY session_id COLLATE "C"
         ON CONFLICT (session_id) DO UPDATE {action}""").format(
         state=sql.Identifier(STATE_TABLE), source=source, skip=skip, action=action)
+
+
+def new_entries_from(relation: str) -> sql.Composable:
+    """(session_id, entries) of an events-shaped relation, keeping only the entries that the
+    stored state of their session does not hold yet (sessions with none are left out). At
+    ingest nearly every (session, entry) pair of a batch is already stored: it is looked up
+    pair by pair, and arrays are built only for what is new, instead of building one array
+    per session of the batch and comparing whole arrays."""
+    return sql.SQL("""SELECT session_id, array_agg(e) AS entries FROM (
+            SELECT DISTINCT session_id, {entry} AS e
+            FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL) pairs
+        WHERE NOT EXISTS (SELECT 1 FROM {state} cur
+                          WHERE cur.session_id = pairs.session_id AND pairs.e = ANY (cur.entries))
+        GROUP BY session_id""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
+                                        state=sql.Identifier(STATE_TABLE))
 
 
 def entries_from(relation: str, where: str = "TRUE") -> sql.Composable:
