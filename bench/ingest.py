@@ -384,7 +384,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=2,
                     help="rounds of a, a', b, c, floor, d in turn; each figure is the best of its rounds")
     ap.add_argument("--keep", action="store_true",
-                    help="keep the benchmark schema (--history: keep the events written into the loaded database)")
+                    help="keep the benchmark schema; with --history, the events it wrote")
     ap.add_argument("--history", action="store_true",
                     help="measure on the query benchmark's database (10M events over 90 days) instead of an "
                          "empty schema; loads it first if it is not there")
@@ -424,7 +424,8 @@ def main(argv: list[str]) -> int:
         servers.append(srv.start())
         wait_all_workers_ready(srv)
         # The HTTP floor and the comparison path, same command; idle while the service is measured.
-        floor = Server(url, schema, workers=2, app="bench.floor:app", log_path=work / "floor.log", env=bench_env)
+        floor = Server(url, schema, workers=2, app="bench.floor:app", log_path=work / "floor.log",
+                       env=bench_env)
         servers.append(floor.start())
         wait_all_workers_ready(floor)
         base = None

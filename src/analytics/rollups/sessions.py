@@ -38,7 +38,8 @@ CAP_CONSTRAINT = "rollup_sessions_entries_cap"
 
 
 def _cap_check() -> sql.Composable:
-    return sql.SQL("CHECK (cardinality(entries) <= {n} AND octet_length(array_to_string(entries, '')) <= {b})").format(
+    return sql.SQL(
+        "CHECK (cardinality(entries) <= {n} AND octet_length(array_to_string(entries, '')) <= {b})").format(
         n=sql.Literal(SESSION_MAX_ENTRIES), b=sql.Literal(SESSION_MAX_ENTRY_BYTES))
 
 
