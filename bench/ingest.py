@@ -319,6 +319,17 @@ def worker_stats(srv: Server, samples: int = 20) -> dict[int, dict]:
     return seen
 
 
+def _proc_rss(pid: int) -> int | None:
+    """A local worker's resident set size from /proc (when /readyz does not report it)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def process_line(stats: dict[int, dict]) -> str:
     """Each worker's RSS and event-loop lag, from the `process` block of /readyz ("n/a" when the
     service does not report it)."""
@@ -326,7 +337,9 @@ def process_line(stats: dict[int, dict]) -> str:
     for pid, body in sorted(stats.items()):
         p = body.get("process")
         if not p:
-            parts.append(f"pid {pid}: n/a")
+            rss = _proc_rss(pid)
+            parts.append(f"pid {pid}: RSS {rss / 1e6:.0f} MB (/proc), loop lag n/a" if rss
+                         else f"pid {pid}: n/a")
             continue
         mb = lambda v: f"{v / 1e6:.0f} MB" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
         ms = lambda v: f"{v:.1f} ms" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
