@@ -1,4 +1,10 @@
-"""`python -m bench [ingest|query|ua ...]`: run one benchmark, or all of them in turn."""
+"""`python -m bench [ingest|query|ua|fastpath ...]`: run one benchmark, or all of them in turn.
+
+All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
+10M-event database and keeps it for the next step), ingestion again on that database ("with
+history"), then the database is dropped (unless --keep is given); then the user-agent and the
+fast-path benchmarks.
+"""
 from __future__ import annotations
 
 import importlib
@@ -7,17 +13,34 @@ import sys
 SUITES = ("ingest", "query", "ua", "fastpath")
 
 
-def main(argv: list[str]) -> int:
-    names = [a for a in argv if not a.startswith("-")][:1] or list(SUITES)
-    rest = [a for a in argv if a not in names]
-    rc = 0
-    for name in names:
-        if name not in SUITES:
-            print(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}", file=sys.stderr)
-            return 2
-        mod = importlib.import_module(f"bench.{name}")
-        rc |= int(mod.main(rest) or 0)
+def _all(rest: list[str]) -> int:
+    from bench import fastpath, ingest, query, ua
+
+    keep = "--keep" in rest
+    rest = [a for a in rest if a != "--keep"]
+    db = "analytics_bench_query"
+    rc = int(ingest.main(rest) or 0)
+    try:
+        rc |= int(query.main(["--keep", "--db", db]) or 0)
+        rc |= int(ingest.main([*rest, "--history", "--db", db]) or 0)
+    finally:
+        if not keep:
+            query._drop_database(db)
+    rc |= int(ua.main([]) or 0)
+    rc |= int(fastpath.main([]) or 0)
     return rc
+
+
+def main(argv: list[str]) -> int:
+    names = [a for a in argv if not a.startswith("-")][:1]
+    rest = [a for a in argv if a not in names]
+    if not names:
+        return _all(rest)
+    name = names[0]
+    if name not in SUITES:
+        print(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(f"bench.{name}").main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -303,44 +303,156 @@ def _loadavg() -> str:
         return "?"
 
 
+def worker_stats(srv: Server, samples: int = 20) -> dict[int, dict]:
+    """/readyz of every worker that answered one of `samples` calls: {pid: body}."""
+    import httpx
+
+    seen: dict[int, dict] = {}
+    for _ in range(samples):
+        try:
+            body = httpx.get(srv.url + "/readyz", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        pid = (body.get("process") or {}).get("pid") or (body.get("writer") or {}).get("pid")
+        if pid:
+            seen[pid] = body
+    return seen
+
+
+def _proc_rss(pid: int) -> int | None:
+    """A local worker's resident set size from /proc (when /readyz does not report it)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def process_line(stats: dict[int, dict]) -> str:
+    """Each worker's RSS and event-loop lag, from the `process` block of /readyz ("n/a" when the
+    service does not report it)."""
+    parts = []
+    for pid, body in sorted(stats.items()):
+        p = body.get("process")
+        if not p:
+            rss = _proc_rss(pid)
+            parts.append(f"pid {pid}: RSS {rss / 1e6:.0f} MB (/proc), loop lag n/a" if rss
+                         else f"pid {pid}: n/a")
+            continue
+        mb = lambda v: f"{v / 1e6:.0f} MB" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
+        ms = lambda v: f"{v:.1f} ms" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
+        parts.append(f"pid {pid}: RSS {mb(p.get('rss_bytes'))}, loop lag max {ms(p.get('loop_lag_max_ms'))}"
+                     f" (recent {ms(p.get('loop_lag_recent_ms'))})")
+    return "; ".join(parts) or "n/a (no worker answered /readyz)"
+
+
+# -- "with history": the query benchmark's database ------------------------------------------------
+
+def history_database(db: str, events: int, days: int) -> str:
+    """The URL of the query benchmark's database (10M events over 90 days by default, rollups
+    rebuilt), loaded with the query benchmark's own loader when it is not there yet."""
+    from bench import query
+
+    url = query._url_for(db)
+    if not query._ensure_database(db, reuse=True):
+        print(f"[bench] loading {db}: {events:,} events over {days} days (as `python -m bench query`) ...",
+              flush=True)
+        query._bootstrap(url, query.SCHEMA)
+        query._load(url, events, days)
+        query._rebuild(url)
+    return url
+
+
+# The loader's session ids all look like this; the ingest mix's never do.
+_LOADED_SESSIONS = "sess-%"
+
+
+def remove_bench_events(url: str, schema: str, since: datetime) -> int:
+    """Take this benchmark's events out of the loaded database again (and out of its rollups, by
+    the documented ranged rebuild), so the next run, and the query benchmark, find it as loaded."""
+    from analytics.rollups.rebuild import rebuild
+
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{schema}, public",))
+        (lo,) = conn.execute("""SELECT min(time) FROM events WHERE time >= %s - interval '10 days'
+                                AND (session_id IS NULL OR session_id NOT LIKE %s)""",
+                            (since, _LOADED_SESSIONS)).fetchone()
+        if lo is None:
+            return 0
+        n = conn.execute("""DELETE FROM events
+                            WHERE time >= %s AND (session_id IS NULL OR session_id NOT LIKE %s)""",
+                         (lo, _LOADED_SESSIONS)).rowcount
+        conn.commit()
+        rebuild(conn, lo, datetime.now(timezone.utc) + timedelta(minutes=5))
+    return n
+
+
+# -- the run -------------------------------------------------------------------------------------
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench ingest")
-    ap.add_argument("--seconds", type=float, default=10.0, help="duration of (c) and (d) per round")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of (c), floor and (d) per round")
     ap.add_argument("--rounds", type=int, default=2,
-                    help="rounds of a, a', b, c, d in turn; each figure is the best of its rounds")
-    ap.add_argument("--keep", action="store_true", help="keep the benchmark schema")
+                    help="rounds of a, a', b, c, floor, d in turn; each figure is the best of its rounds")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the benchmark schema; with --history, the events it wrote")
+    ap.add_argument("--history", action="store_true",
+                    help="measure on the query benchmark's database (10M events over 90 days) instead of an "
+                         "empty schema; loads it first if it is not there")
+    ap.add_argument("--db", default="analytics_bench_query", help="--history: the loaded database")
+    ap.add_argument("--events", type=int, default=10_000_000, help="--history: events to load if absent")
+    ap.add_argument("--days", type=int, default=90, help="--history: days of events to load if absent")
     args = ap.parse_args(argv)
 
     wrk = ensure_wrk()
-    url = database_url()
-    schema = new_schema_name("bench_ingest")
+    if args.history:
+        from bench import query
+
+        url, schema = history_database(args.db, args.events, args.days), query.SCHEMA
+        with psycopg.connect(url) as conn:
+            (n_loaded,) = conn.execute(f'SELECT count(*) FROM "{schema}".events').fetchone()
+        where = f"database {args.db} (schema {schema}, {n_loaded:,} events: with history)"
+    else:
+        url, schema = database_url(), new_schema_name("bench_ingest")
+        where = f"schema {schema} (empty)"
+    started = datetime.now(timezone.utc)
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     ackdir = work / "acks"
     ackdir.mkdir()
     single_lua = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
     batch_lua = write_lua(work / "batch.lua", _LUA_BATCH, ackdir)
     conns_b = 4
-    runs: dict[str, list[dict]] = {k: [] for k in ("a", "a2", "b", "c", "d")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("a", "a2", "b", "c", "f", "d")}
     acks: list[str] = []
     batch_short: list[str] = []
-    print(f"[bench] ingest: schema {schema}, {os.cpu_count()} cores, load average {_loadavg()}", flush=True)
+    procs: dict[str, str] = {}
+    print(f"[bench] ingest: {where}, {os.cpu_count()} cores, load average {_loadavg()}", flush=True)
     servers: list[Server] = []
+    bench_env = {"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     try:
         # The service: production command, default settings (access log on, to a file).
         srv = Server(url, schema, workers=2, env={"ACCESS_LOG": "true"}, log_path=work / "server.log")
         servers.append(srv.start())
         wait_all_workers_ready(srv)
-        # The comparison path, same command; idle while the service is measured.
-        base = Server(url, schema, workers=2, app="bench.seedlike:app", log_path=work / "seedlike.log",
-                      env={"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"})
-        servers.append(base.start())
-        wait_all_workers_ready(base)
+        # The HTTP floor and the comparison path, same command; idle while the service is measured.
+        floor = Server(url, schema, workers=2, app="bench.floor:app", log_path=work / "floor.log",
+                       env=bench_env)
+        servers.append(floor.start())
+        wait_all_workers_ready(floor)
+        base = None
+        if not args.history:  # (d) is the issue-3 comparison, on an empty schema
+            base = Server(url, schema, workers=2, app="bench.seedlike:app", log_path=work / "seedlike.log",
+                          env=bench_env)
+            servers.append(base.start())
+            wait_all_workers_ready(base)
         records = make_records(20_000)
         hooks = register_service_hooks()
 
         for rnd in range(1, args.rounds + 1):
-            print(f"[bench] round {rnd}: (a) direct COPY, (a') insert_events, (b) batch, (c) single, "
-                  f"(d) one INSERT per request ...", flush=True)
+            print(f"[bench] round {rnd}: (a) direct COPY, (a') insert_events, (b) batch, (c) single, floor"
+                  + ("" if args.history else ", (d) one INSERT per request") + " ...", flush=True)
             runs["a"].append({"rate": asyncio.run(copy_rate(url, schema, records, via_service=False,
                                                             connections=conns_b, seconds=5))})
             runs["a2"].append({"rate": asyncio.run(copy_rate(url, schema, records, via_service=True,
@@ -353,10 +465,12 @@ def main(argv: list[str]) -> int:
                 batch_short.append(f"round {rnd}: {b['ok'] * 1000} acknowledged, {stored_b} stored")
             runs["b"].append(b)
             read_acks(ackdir)
+            procs["b"] = process_line(worker_stats(srv))
 
             before_stats = writer_stats(srv)
             c = run_wrk(wrk, srv.url + "/api/events/", single_lua, 64, args.seconds)
             after_stats = writer_stats(srv)
+            procs["c"] = process_line(worker_stats(srv))
             flushes = sum(v["flushes"] - before_stats.get(pid, {}).get("flushes", 0)
                           for pid, v in after_stats.items())
             events = sum(v["events"] - before_stats.get(pid, {}).get("events", 0)
@@ -367,35 +481,46 @@ def main(argv: list[str]) -> int:
             acks += new_acks
             runs["c"].append(c)
 
-            runs["d"].append(run_wrk(wrk, base.url + "/api/events/", single_lua, 64, args.seconds))
+            runs["f"].append(run_wrk(wrk, floor.url + "/api/events/", single_lua, 64, args.seconds))
             read_acks(ackdir)
-            print(f"        a {runs['a'][-1]['rate']:,.0f} rows/s | a' {runs['a2'][-1]['rate']:,.0f} rows/s"
-                  f" | b {b['rate']:,.0f} ev/s | c {c['rate']:,.0f} req/s p99 {c['p99']:.0f} ms"
-                  f" | d {runs['d'][-1]['rate']:,.0f} req/s | load {_loadavg()}", flush=True)
+            line = (f"        a {runs['a'][-1]['rate']:,.0f} rows/s | a' {runs['a2'][-1]['rate']:,.0f} rows/s"
+                    f" | b {b['rate']:,.0f} ev/s | c {c['rate']:,.0f} req/s p99 {c['p99']:.0f} ms"
+                    f" | floor {runs['f'][-1]['rate']:,.0f} req/s")
+            if base is not None:
+                runs["d"].append(run_wrk(wrk, base.url + "/api/events/", single_lua, 64, args.seconds))
+                read_acks(ackdir)
+                line += f" | d {runs['d'][-1]['rate']:,.0f} req/s"
+            print(line + f" | load {_loadavg()}", flush=True)
         missing = missing_ids(url, schema, acks)
     finally:
         for s in servers:
             s.stop()
-        if not args.keep:
+        if args.history:
+            if not args.keep:
+                n = remove_bench_events(url, schema, started)
+                print(f"[bench] removed this run's {n:,} events from {args.db} (ranged rollup rebuild)",
+                      flush=True)
+        elif not args.keep:
             drop_schema(url, schema)
         shutil.rmtree(work, ignore_errors=True)
 
-    best = {k: max(v, key=lambda r: r["rate"]) for k, v in runs.items()}
+    best = {k: max(v, key=lambda r: r["rate"]) for k, v in runs.items() if v}
     report(best, hooks=hooks, rounds=args.rounds, acked=len(acks), missing=missing,
-           batch_short=batch_short)
+           batch_short=batch_short, where=where, procs=procs)
     # Speed targets are reported (noisy shared machine); lost or unstored events fail the run.
     return 0 if missing == 0 and not batch_short else 1
 
 
-def report(o: dict, *, hooks: int, rounds: int, acked: int, missing: int, batch_short: list[str]) -> None:
+def report(o: dict, *, hooks: int, rounds: int, acked: int, missing: int, batch_short: list[str],
+           where: str, procs: dict[str, str]) -> None:
     def mark(good: bool) -> str:
         return "ok" if good else "MISSED"
 
-    a, a2, b, c, d = (o[k]["rate"] for k in ("a", "a2", "b", "c", "d"))
-    c_run, d_run, b_run = o["c"], o["d"], o["b"]
+    a, a2, b, c, f = (o[k]["rate"] for k in ("a", "a2", "b", "c", "f"))
+    c_run, f_run, b_run = o["c"], o["f"], o["b"]
     print()
-    print(f"== ingest benchmark: best of {rounds} rounds per figure (other processes on a shared "
-          f"machine only slow a run down); load average now {_loadavg()} ==")
+    print(f"== ingest benchmark, {where}: best of {rounds} rounds per figure (other processes on a "
+          f"shared machine only slow a run down); load average now {_loadavg()} ==")
     print(f"(a)  direct COPY into events, 1,000-row txns, 4 conns        {a:>10,.0f} rows/s"
           "   (table + its indexes only)")
     print(f"(a') insert_events in-process, same rows                     {a2:>10,.0f} rows/s"
@@ -405,6 +530,7 @@ def report(o: dict, *, hooks: int, rounds: int, acked: int, missing: int, batch_
           f"{mark(not batch_short)}{' ' + '; '.join(batch_short) if batch_short else ''}")
     print(f"     b/a  = {b / a:.2f}   target >= 0.5: {mark(b / a >= 0.5)}")
     print(f"     b/a' = {b / a2:.2f}   (the same write path without HTTP: what HTTP, JSON and validation cost)")
+    print(f"     workers after (b): {procs.get('b', 'n/a')}")
     print(f"(c)  POST /api/events/, group commit, 64 conns               {c:>10,.0f} req/s"
           f"   p50 {c_run['p50']:.1f} ms, p99 {c_run['p99']:.1f} ms   target >= 1,600 req/s: "
           f"{mark(c >= 1600)}, p99 <= 100 ms: {mark(c_run['p99'] <= 100)}")
@@ -413,7 +539,13 @@ def report(o: dict, *, hooks: int, rounds: int, acked: int, missing: int, batch_
           + (f"; socket errors: {c_run['socket_errors']}" if c_run["socket_errors"] else ""))
     print(f"     {c_run['per_flush']:.1f} events per COMMIT on average; deadlock/serialization retries: "
           f"{c_run['retries']}")
-    print(f"(d)  one INSERT + COMMIT per request (bench/seedlike.py)     {d:>10,.0f} req/s"
-          f"   p50 {d_run['p50']:.1f} ms, p99 {d_run['p99']:.1f} ms; non-2xx {d_run['non2xx']}"
-          + (f"; socket errors: {d_run['socket_errors']}" if d_run["socket_errors"] else ""))
-    print(f"     c/d  = {c / d:.2f}   target >= 3: {mark(c / d >= 3)}")
+    print(f"     workers after (c): {procs.get('c', 'n/a')}")
+    print(f"floor: the same load against bench/floor.py (validate, 201, no database) {f:>10,.0f} req/s"
+          f"   p50 {f_run['p50']:.1f} ms, p99 {f_run['p99']:.1f} ms; non-2xx {f_run['non2xx']}")
+    print(f"     c/floor = {c / f:.2f}   target >= 0.6: {mark(c / f >= 0.6)}")
+    if "d" in o:
+        d, d_run = o["d"]["rate"], o["d"]
+        print(f"(d)  one INSERT + COMMIT per request (bench/seedlike.py)     {d:>10,.0f} req/s"
+              f"   p50 {d_run['p50']:.1f} ms, p99 {d_run['p99']:.1f} ms; non-2xx {d_run['non2xx']}"
+              + (f"; socket errors: {d_run['socket_errors']}" if d_run["socket_errors"] else ""))
+        print(f"     c/d  = {c / d:.2f}   target >= 3: {mark(c / d >= 3)}")

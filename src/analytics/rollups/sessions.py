@@ -26,10 +26,42 @@ def entry_sql(alias: str = "") -> str:
             f" || '|' || {p}page")
 
 
+# A session's stored entries are bounded: every upsert of a session rewrites its array, and
+# the triggers unnest it twice. A session id reused forever, or one that sends thousands of
+# distinct pages, would otherwise grow without limit. An event that would take a session past
+# the cap is refused (check violation of CAP_CONSTRAINT, which the writer answers as that
+# event's 422 naming session_id); unique_sessions stays exact for everything stored. Real
+# sessions are far below it (the query benchmark's longest: 40 entries).
+SESSION_MAX_ENTRIES = 5_000
+SESSION_MAX_ENTRY_BYTES = 2_000_000  # all entries' text together (pages can be 6 KB each)
+CAP_CONSTRAINT = "rollup_sessions_entries_cap"
+
+
+def _cap_check() -> sql.Composable:
+    return sql.SQL(
+        "CHECK (cardinality(entries) <= {n} AND octet_length(array_to_string(entries, '')) <= {b})").format(
+        n=sql.Literal(SESSION_MAX_ENTRIES), b=sql.Literal(SESSION_MAX_ENTRY_BYTES))
+
+
 def state_ddl(s: sql.Identifier) -> list[sql.Composable]:
-    return [sql.SQL("""CREATE TABLE IF NOT EXISTS {}.{} (
+    table = sql.SQL("{}.{}").format(s, sql.Identifier(STATE_TABLE))
+    return [
+        sql.SQL("""CREATE TABLE IF NOT EXISTS {table} (
             session_id text PRIMARY KEY,
-            entries text[] NOT NULL)""").format(s, sql.Identifier(STATE_TABLE))]
+            entries text[] NOT NULL,
+            CONSTRAINT {cap} {check})""").format(
+            table=table, cap=sql.Identifier(CAP_CONSTRAINT), check=_cap_check()),
+        # A table made before the cap existed gets it NOT VALID: enforced on every write from now
+        # on, without a scan of the existing rows (nor a failed start if one is over the cap).
+        sql.SQL("""DO $do$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                           WHERE conrelid = {regclass}::regclass AND conname = {cap_name}) THEN
+                ALTER TABLE {table} ADD CONSTRAINT {cap} {check} NOT VALID;
+            END IF;
+            END $do$""").format(
+            regclass=sql.Literal(table.as_string(None)), cap_name=sql.Literal(CAP_CONSTRAINT),
+            table=table, cap=sql.Identifier(CAP_CONSTRAINT), check=_cap_check()),
+    ]
 
 
 def _apply_delta(s: sql.Identifier, fam: Family, grain: int, *, changed_only: bool) -> sql.Composable:
@@ -110,10 +142,13 @@ def trigger_ddl(s: sql.Identifier) -> list[sql.Composable]:
     return out
 
 
-def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable:
+def upsert_state_sql(source: sql.Composable, *, replace: bool, filtered: bool = False) -> sql.Composable:
     """Upsert (session_id, entries) rows from `source`, in session order (lock order).
 
     replace=False (ingest): add entries not already there; a no-op for known entries.
+    filtered: `source` has only entries that were not stored when it was read
+    (new_entries_from); a concurrent writer may have added them since: ON CONFLICT adds
+    only what is still missing.
     replace=True (rebuild): the entries become exactly the given ones.
     """
     if replace:
@@ -127,7 +162,8 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable
     # page and a quarter hour). ON CONFLICT DO UPDATE ... WHERE false still locks (writes) the
     # row, so those are skipped first by a plain read. Safe with concurrent writers: at ingest
     # entries only grow, so what a committed state already holds stays held.
-    skip = sql.SQL("" if replace else """
+    # (filtered: `source` already holds only entries the state did not hold when read.)
+    skip = sql.SQL("" if replace or filtered else """
         WHERE NOT EXISTS (SELECT 1 FROM {state} cur
                           WHERE cur.session_id = src.session_id AND src.entries <@ cur.entries)""").format(
         state=sql.Identifier(STATE_TABLE))
@@ -135,6 +171,21 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool) -> sql.Composable
         SELECT session_id, entries FROM ({source}) src{skip} ORDER BY session_id COLLATE "C"
         ON CONFLICT (session_id) DO UPDATE {action}""").format(
         state=sql.Identifier(STATE_TABLE), source=source, skip=skip, action=action)
+
+
+def new_entries_from(relation: str) -> sql.Composable:
+    """(session_id, entries) of an events-shaped relation, keeping only the entries that the
+    stored state of their session does not hold yet (sessions with none are left out). At
+    ingest nearly every (session, entry) pair of a batch is already stored: it is looked up
+    pair by pair, and arrays are built only for what is new, instead of building one array
+    per session of the batch and comparing whole arrays."""
+    return sql.SQL("""SELECT session_id, array_agg(e) AS entries FROM (
+            SELECT DISTINCT session_id, {entry} AS e
+            FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL) pairs
+        WHERE NOT EXISTS (SELECT 1 FROM {state} cur
+                          WHERE cur.session_id = pairs.session_id AND pairs.e = ANY (cur.entries))
+        GROUP BY session_id""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
+                                        state=sql.Identifier(STATE_TABLE))
 
 
 def entries_from(relation: str, where: str = "TRUE") -> sql.Composable:
