@@ -62,22 +62,22 @@ def test_a_session_past_the_cap_is_refused_and_nothing_else_is(env):
                                                    for i in range(lo, lo + 1000)])
         assert r.status_code == 201, r.text
     assert _entries(conn, sid) == CAP
-    # One more distinct page: refused, and nothing of it stored. (The write path's answer to
-    # the check violation is the write path's: a 422 naming session_id once it maps it; on
-    # this branch alone the request fails. INTEGRATOR: tighten to 422 + "session_id".)
-    try:
-        # (its own connection: on this branch the worker drops it, which must not hit the next request)
-        r = httpx.post(f"{client.base_url}/api/events/", timeout=30,
-                       json={"page": "/one-too-many", "session_id": sid, "time": z})
-        assert r.status_code >= 400, r.text
-        assert "violates" not in r.text  # no database text
-    except httpx.TransportError:
-        pass
+    # One more distinct page: that event's 422 naming session_id, in our words.
+    r = client.post("/api/events/", json={"page": "/one-too-many", "session_id": sid, "time": z})
+    assert r.status_code == 422, r.text
+    assert ["body", "session_id"] in [e["loc"] for e in r.json()["detail"]], r.text
+    assert "violates" not in r.text and "rollup_sessions" not in r.text  # no database text
+    # ... and in a batch, the item is named; the batch is not stored.
+    r = client.post("/api/events/batch", json=[{"page": "/p/8", "session_id": sid, "time": z},
+                                               {"page": "/one-too-many", "session_id": sid, "time": z}])
+    assert r.status_code == 422, r.text
+    assert ["body", 1, "session_id"] in [e["loc"] for e in r.json()["detail"]], r.text
     assert conn.execute("SELECT count(*) FROM events WHERE page = '/one-too-many'").fetchone() == (0,)
     assert _entries(conn, sid) == CAP
     # An event that adds no entry (a page and quarter hour it already has) is stored...
     r = client.post("/api/events/", json={"page": "/p/7", "session_id": sid, "time": z})
     assert r.status_code == 201, r.text
+    assert conn.execute("SELECT count(*) FROM events WHERE page = '/p/8'").fetchone() == (1,)  # the fill's only
     # ... and so is another session's event, in the same quarter hour and page.
     other = f"other-{uuid.uuid4().hex[:6]}"
     r = client.post("/api/events/", json={"page": "/one-too-many", "session_id": other, "time": z})
