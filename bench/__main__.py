@@ -8,6 +8,7 @@ fast-path benchmarks.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 SUITES = ("ingest", "query", "ua", "fastpath")
@@ -20,12 +21,15 @@ def _all(rest: list[str]) -> int:
     rest = [a for a in rest if a != "--keep"]
     db = "analytics_bench_query"
     rc = int(ingest.main(rest) or 0)
+    env = dict(os.environ)  # the query benchmark points DATABASE_URL at its own database
     try:
         rc |= int(query.main(["--keep", "--db", db]) or 0)
         rc |= int(ingest.main([*rest, "--history", "--db", db]) or 0)
     finally:
         if not keep:
             query._drop_database(db)
+        os.environ.clear()
+        os.environ.update(env)
     rc |= int(ua.main([]) or 0)
     rc |= int(fastpath.main([]) or 0)
     return rc
