@@ -337,9 +337,7 @@ def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enr
     and NDJSON, goes the item-by-item way, which writes the 422."""
     ndjson = content_type.split(";", 1)[0].strip().lower() in NDJSON_TYPES
     _refuse_hostile_batch(body, ndjson, max_events)
-    if ndjson:
-        return validate(parse_body(body, content_type, max_events), enricher)
-    if not _maybe_nul(body):
+    if not ndjson and not _maybe_nul(body):
         try:
             events = _BATCH.validate_json(body)
         except ValueError:  # ValidationError included
@@ -350,14 +348,7 @@ def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enr
                 return [enricher.to_record(ev, now) for ev in events]
             except InvalidEvent:
                 pass
-    parsed = _parse_array(_decode(body))
-    parsed.maybe_nul = _maybe_nul(body)
-    if not parsed.items:
-        raise BodyRejected(422, "validation_error",
-                           [_err(["body"], "the batch is empty: send at least one event", "empty_batch")])
-    if len(parsed.items) > max_events:
-        raise _too_many(max_events)
-    return validate(parsed, enricher)
+    return validate(parse_body(body, content_type, max_events), enricher)
 
 
 def parse_event(body: bytes, enricher: Enricher) -> EventRecord:
