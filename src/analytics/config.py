@@ -106,6 +106,9 @@ class Settings:
         default_factory=lambda: config("READ_RAW_MIN_SECONDS", default=3600.0, cast=float))
     read_raw_wait_s: float = field(
         default_factory=lambda: config("READ_RAW_WAIT_SECONDS", default=1.0, cast=float))
+    # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
+    trusted_proxies: tuple[str, ...] = field(
+        default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))
 
 
 def get_settings() -> Settings:

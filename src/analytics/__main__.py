@@ -1,0 +1,31 @@
+"""`python -m analytics COMMAND ...`: the operator's commands, one module each.
+
+  keys      create, list and revoke API keys        (analytics.auth.cli)
+  privacy   scrub stored IP addresses               (analytics.privacy.cli)
+  migrate   schema migrations (also: python -m analytics.migrations)
+  rollups   rebuild rollups  (also: python -m analytics.rollups)
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "keys": "analytics.auth.cli",
+    "privacy": "analytics.privacy.cli",
+    "migrate": "analytics.migrations.__main__",
+    "rollups": "analytics.rollups.__main__",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
