@@ -5,20 +5,29 @@ key; plain uvicorn (one process, no multiprocess directory) serves them too."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import SRC, VENV_BIN, Server, connect, drop_schema, free_port, new_schema_name
 
 WORKERS = 2
+# A process of a past run that left its counter file behind: 1,000 stored events.
+STALE_RUN = ("import os; from prometheus_client import Counter; "
+             "Counter('analytics_events_stored', 'x', ['endpoint']).labels('single').inc(1000); print(os.getpid())")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -45,29 +54,42 @@ def delta(after: dict, before: dict, name: str, **labels) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def worker_events(url: str, seen: dict[int, int], tries: int = 40) -> dict[int, int]:
-    """pid -> events its writer wrote, from /readyz on fresh connections until every worker
-    answered (each request may land on either)."""
-    for _ in range(tries):
-        w = httpx.get(url + "/readyz", timeout=10).json()["writer"]
-        seen[w["pid"]] = w["events"]
-        if len(seen) >= WORKERS:
-            break
-    return seen
+def per_worker(metrics_dir: Path, name: str, **labels) -> dict[int, float]:
+    """pid -> that worker's own value of a counter, read from its file alone in the
+    multiprocess directory (what /metrics must add up)."""
+    out = {}
+    for f in metrics_dir.glob("counter_*.db"):
+        pid = int(f.stem.split("_")[1])
+        alone = Path(tempfile.mkdtemp(prefix="metrics-one-"))
+        try:
+            shutil.copy(f, alone / f.name)
+            reg = CollectorRegistry()
+            MultiProcessCollector(reg, path=str(alone))
+            out[pid] = value(parse(generate_latest(reg).decode()), name, **labels)
+        finally:
+            shutil.rmtree(alone)
+    return out
 
 
 @pytest.fixture(scope="module", params=["fast", "plain"])
 def metrics_server(request, db_url):
     schema = new_schema_name(f"test_metrics_{request.param}")
     port = free_port()
+    # The operator's way to place the directory, so that the test can read each worker's file;
+    # a stale file in it must not count (gunicorn.conf.py empties it at start).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="test-metrics-"))
+    stale = subprocess.run([sys.executable, "-c", STALE_RUN], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                           check=True, capture_output=True, text=True)
+    assert (metrics_dir / f"counter_{stale.stdout.strip()}.db").exists()
     srv = Server(db_url, schema, workers=WORKERS, env={
         "FAST_PATHS": str(request.param == "fast").lower(), "STATS_CACHE_TTL_SECONDS": "60",
-        "METRICS_PORT": str(port)})
-    srv.metrics_port = port
+        "METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    srv.metrics_port, srv.metrics_dir = port, metrics_dir
     srv.start()
     yield srv
     srv.stop()
     drop_schema(db_url, schema)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _post(url: str, path: str, **kw) -> httpx.Response:
@@ -84,18 +106,18 @@ def test_counters_match_what_was_sent_summed_over_workers(metrics_server, db_url
     # Single events, concurrently on fresh connections, until both workers have written some
     # (so that the scrape has two workers' files to add up).
     singles: list[dict] = []
-    seen: dict[int, int] = {}
+    stored_by = "analytics_events_stored_total", {"endpoint": "single"}
     with ThreadPoolExecutor(8) as pool:
-        while len(singles) < 200:
+        while len(singles) < 400:
             wave = [{"id": str(uuid.uuid4()), "time": now.isoformat(), "page": f"/m/{len(singles) + i}"}
                     for i in range(8)]
             codes = list(pool.map(lambda e: _post(url, "/api/events/", json=e).status_code, wave))
             assert codes == [201] * len(wave)
             singles += wave
-            worker_events(url, seen)
-            if len(seen) >= WORKERS and all(n > 0 for n in seen.values()):
+            seen = per_worker(metrics_server.metrics_dir, stored_by[0], **stored_by[1])
+            if sum(1 for v in seen.values() if v > 0) >= WORKERS:
                 break
-    assert len(seen) == WORKERS and all(n > 0 for n in seen.values()), seen
+    assert sum(1 for v in seen.values() if v > 0) >= WORKERS, seen
 
     dup = _post(url, "/api/events/", json=singles[0])
     assert dup.status_code == 200 and dup.json()["duplicate"] is True
@@ -125,6 +147,9 @@ def test_counters_match_what_was_sent_summed_over_workers(metrics_server, db_url
 
     # Events: accepted = handed to the writer; stored / duplicate after COMMIT.
     assert d("analytics_events_accepted_total", endpoint="single") == n + 1
+    # ... added up over the workers' own values (the stale file of a past run is gone)
+    by_worker = per_worker(metrics_server.metrics_dir, stored_by[0], **stored_by[1])
+    assert sum(by_worker.values()) == value(after, stored_by[0], **stored_by[1]) < 1000
     assert d("analytics_events_stored_total", endpoint="single") == n
     assert d("analytics_events_duplicate_total", endpoint="single") == 1
     assert d("analytics_events_accepted_total", endpoint="batch") == 5
@@ -235,3 +260,41 @@ def test_plain_uvicorn_single_process(db_url):
         proc.terminate()
         proc.wait(30)
         drop_schema(db_url, schema)
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _wait(pred, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not (got := pred()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return got
+
+
+def test_default_directory_fresh_per_master_dead_workers_dropped_removed_at_exit(db_url):
+    """Without PROMETHEUS_MULTIPROC_DIR, the master makes its own directory (the workers write
+    there), a killed worker's live gauges leave it (child_exit), and it is gone after shutdown."""
+    schema = new_schema_name("test_metrics_dir")
+    existing = set(Path(tempfile.gettempdir()).glob("analytics-metrics-*"))
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    srv = Server(db_url, schema, workers=WORKERS)
+    srv.env = {**env, **{k: v for k, v in srv.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}}
+    srv.start()
+    try:
+        workers = _wait(lambda: _children(srv.proc.pid) if len(_children(srv.proc.pid)) == WORKERS else None)
+        # this master's directory (other servers may be starting too): where each of its
+        # workers writes its gauges (livesum), sampled within a second of starting
+        mdir = _wait(lambda: next((d for d in set(Path(tempfile.gettempdir()).glob("analytics-metrics-*")) - existing
+                                   if all((d / f"gauge_livesum_{pid}.db").exists() for pid in workers)), None))
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda: not (mdir / f"gauge_livesum_{victim}.db").exists())
+        _wait(lambda: len(_children(srv.proc.pid) - {victim}) == WORKERS)  # gunicorn replaced it
+        assert scrape(srv.url)  # still served, from the survivors' and the new worker's files
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)
+    assert not mdir.exists()
