@@ -20,7 +20,7 @@ import asyncio
 import errno
 import logging
 import os
-from typing import Iterable
+from typing import Sequence
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -85,6 +85,19 @@ STATS_CACHE = Counter(
 STATS_SOURCE = Counter(
     "analytics_stats_source_total", "Stats questions answered by a query, by each source it read "
                                     "(a rollup table, or raw events)", ["source"])
+
+_CHILDREN: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    """metric.labels(*labels), kept: labels() costs as much as the increment itself. Bounded:
+    every label value given here is one of a fixed set named in the code."""
+    key = (metric, labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
 
 # -- switch ------------------------------------------------------------------------------------
 _enabled = True
@@ -164,30 +177,29 @@ class RequestMetrics:
 # -- ingest ------------------------------------------------------------------------------------
 def accepted(endpoint: str, n: int) -> None:
     if _enabled:
-        EVENTS_ACCEPTED.labels(endpoint).inc(n)
+        _child(EVENTS_ACCEPTED, endpoint).inc(n)
 
 
-def written(endpoint: str, new_flags: Iterable[bool]) -> None:
+def written(endpoint: str, new_flags: Sequence[bool]) -> None:
     """After COMMIT: per event, whether it was new (stored) or a duplicate."""
     if not _enabled:
         return
-    flags = list(new_flags)
-    stored = sum(flags)
+    stored = sum(new_flags)
     if stored:
-        EVENTS_STORED.labels(endpoint).inc(stored)
-    if len(flags) - stored:
-        EVENTS_DUPLICATE.labels(endpoint).inc(len(flags) - stored)
+        _child(EVENTS_STORED, endpoint).inc(stored)
+    if len(new_flags) - stored:
+        _child(EVENTS_DUPLICATE, endpoint).inc(len(new_flags) - stored)
 
 
 def refused(endpoint: str, reason: str) -> None:
     if _enabled:
-        INGEST_REFUSED.labels(endpoint, reason).inc()
+        _child(INGEST_REFUSED, endpoint, reason).inc()
 
 
 def count_rate_limited(kind: str) -> None:
     """One request refused by the rate limit `kind` (e.g. "ingest", "read"); the limiter calls it."""
     if _enabled:
-        RATE_LIMITED.labels(kind).inc()
+        _child(RATE_LIMITED, kind).inc()
 
 
 def commit(n_events: int) -> None:
@@ -200,7 +212,7 @@ def commit(n_events: int) -> None:
 def stats_cache(how: str) -> None:
     """`how`: hit, miss or shared (Answer.how, the X-Cache header)."""
     if _enabled:
-        STATS_CACHE.labels(how).inc()
+        _child(STATS_CACHE, how).inc()
 
 
 def stats_sources(plans) -> None:
@@ -210,7 +222,7 @@ def stats_sources(plans) -> None:
         return
     names = {p.table or "raw" for plan in plans for s in plan.sources().values() for p in s.pieces}
     for name in names:
-        STATS_SOURCE.labels(name).inc()
+        _child(STATS_SOURCE, name).inc()
 
 
 # -- gauges sampled per worker -----------------------------------------------------------------
