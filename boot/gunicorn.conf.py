@@ -31,7 +31,9 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(_stale)
 else:
-    _metrics_dir = tempfile.mkdtemp(prefix="analytics-metrics-")
+    # In memory where there is a tmpfs for it: the workers write these files on every request.
+    _metrics_dir = tempfile.mkdtemp(prefix="analytics-metrics-",
+                                    dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     _master_pid = os.getpid()
 

@@ -274,11 +274,15 @@ def _wait(pred, timeout: float = 20.0):
     return got
 
 
+def _metrics_dirs() -> set[Path]:
+    return {d for base in ("/dev/shm", tempfile.gettempdir()) for d in Path(base).glob("analytics-metrics-*")}
+
+
 def test_default_directory_fresh_per_master_dead_workers_dropped_removed_at_exit(db_url):
     """Without PROMETHEUS_MULTIPROC_DIR, the master makes its own directory (the workers write
     there), a killed worker's live gauges leave it (child_exit), and it is gone after shutdown."""
     schema = new_schema_name("test_metrics_dir")
-    existing = set(Path(tempfile.gettempdir()).glob("analytics-metrics-*"))
+    existing = _metrics_dirs()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     srv = Server(db_url, schema, workers=WORKERS)
     srv.env = {**env, **{k: v for k, v in srv.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}}
@@ -287,7 +291,7 @@ def test_default_directory_fresh_per_master_dead_workers_dropped_removed_at_exit
         workers = _wait(lambda: _children(srv.proc.pid) if len(_children(srv.proc.pid)) == WORKERS else None)
         # this master's directory (other servers may be starting too): where each of its
         # workers writes its gauges (livesum), sampled within a second of starting
-        mdir = _wait(lambda: next((d for d in set(Path(tempfile.gettempdir()).glob("analytics-metrics-*")) - existing
+        mdir = _wait(lambda: next((d for d in _metrics_dirs() - existing
                                    if all((d / f"gauge_livesum_{pid}.db").exists() for pid in workers)), None))
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
