@@ -4,6 +4,7 @@ Prometheus conventions; label values stay bounded; METRICS_PORT serves the same 
 key; plain uvicorn (one process, no multiprocess directory) serves them too."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import SRC, VENV_BIN, Server, connect, drop_schema, free_port, new_schema_name
+from support import SRC, VENV_BIN, Server, TcpProxy, connect, drop_schema, free_port, new_schema_name
 
 WORKERS = 2
 # A process of a past run that left its counter file behind: 1,000 stored events.
@@ -302,3 +303,45 @@ def test_default_directory_fresh_per_master_dead_workers_dropped_removed_at_exit
         srv.stop()
         drop_schema(db_url, schema)
     assert not mdir.exists()
+
+
+def test_refusals_after_acceptance_and_the_breaker(db_url):
+    """The writer's refusals, each counted under its reason: database_limit (a CHECK the
+    validation cannot know of), overloaded (a queue of one event, full), unavailable (the
+    database cut: the breaker gauge shows the open circuit, then its closing)."""
+    schema = new_schema_name("test_metrics_refusals")
+    proxy = TcpProxy.for_url(db_url).start()
+    srv = Server(proxy.url_through(db_url), schema, env={"WRITE_QUEUE_MAX": "1", "WRITE_BATCH_WAIT_MS": "500"})
+    srv.start()
+    try:
+        with connect(db_url, schema) as conn:  # a session may hold one entry
+            conn.execute("ALTER TABLE rollup_sessions ADD CONSTRAINT test_metrics_cap CHECK (cardinality(entries) <= 1)")
+        before = scrape(srv.url)
+        assert _post(srv.url, "/api/events/", json={"page": "/one", "session_id": "capped"}).status_code == 201
+        assert _post(srv.url, "/api/events/", json={"page": "/two", "session_id": "capped"}).status_code == 422
+
+        async def two_at_once():
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+                first = asyncio.create_task(c.post("/api/events/", json={"page": "/first"}))
+                await asyncio.sleep(0.2)  # the first waits 500 ms in the queue for company
+                second = await c.post("/api/events/", json={"page": "/second"})
+                return (await first).status_code, second.status_code
+        assert asyncio.run(two_at_once()) == (201, 503)
+
+        proxy.cut()
+        assert _post(srv.url, "/api/events/", json={"page": "/cut"}).status_code == 503
+        _wait(lambda: value(scrape(srv.url), "analytics_writer_circuit_open") == 1)
+        after = scrape(srv.url)
+        proxy.restore()
+        _wait(lambda: value(scrape(srv.url), "analytics_writer_circuit_open") == 0)
+    finally:
+        srv.stop()
+        proxy.close()
+        drop_schema(db_url, schema)
+    d = lambda name, **labels: delta(after, before, name, **labels)  # noqa: E731
+    refused = "analytics_ingest_refused_total"
+    assert d(refused, endpoint="single", reason="database_limit") == 1
+    assert d(refused, endpoint="single", reason="overloaded") == 1
+    assert d(refused, endpoint="single", reason="unavailable") == 1
+    assert d("analytics_events_accepted_total", endpoint="single") == 5
+    assert d("analytics_events_stored_total", endpoint="single") == 2
