@@ -31,9 +31,10 @@ STALE_RUN = ("import os; from prometheus_client import Counter; "
              "Counter('analytics_events_stored', 'x', ['endpoint']).labels('single').inc(1000); print(os.getpid())")
 
 
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    """(sample name, sorted labels) -> value, from a fresh connection."""
-    r = httpx.get(url + "/metrics", timeout=10)
+def scrape(srv: Server) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value, from a fresh connection, with the server's admin
+    key where the server has one (/metrics needs `admin`)."""
+    r = httpx.get(srv.url + "/metrics", timeout=10, headers=getattr(srv, "admin_headers", {}))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     return parse(r.text)
@@ -101,7 +102,7 @@ def _post(url: str, path: str, **kw) -> httpx.Response:
 
 def test_counters_match_what_was_sent_summed_over_workers(metrics_server, db_url):
     url = metrics_server.url
-    before = scrape(url)
+    before = scrape(metrics_server)
     now = datetime.now(timezone.utc) - timedelta(minutes=1)
 
     # Single events, concurrently on fresh connections, until both workers have written some
@@ -135,14 +136,14 @@ def test_counters_match_what_was_sent_summed_over_workers(metrics_server, db_url
         assert httpx.get(url + path).status_code == 404
     # The same question twice on one keep-alive connection (one worker, one cache): a miss,
     # then a hit.
-    with httpx.Client(base_url=url, timeout=30) as c:
+    with httpx.Client(base_url=url, timeout=30, headers=getattr(metrics_server, "headers", {})) as c:
         first = c.get("/api/v1/stats/totals", params={"metrics": "events"})
         second = c.get("/api/v1/stats/totals", params={"metrics": "events"})
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
     sources = {s for v in first.json()["meta"]["sources"].values() for s in v.split("+")}
 
     time.sleep(1.5)  # the other worker's sampled gauges are at most a second old
-    after = scrape(url)
+    after = scrape(metrics_server)
     n = len(singles)
     d = lambda name, **labels: delta(after, before, name, **labels)  # noqa: E731
 
@@ -197,7 +198,8 @@ def test_counters_match_what_was_sent_summed_over_workers(metrics_server, db_url
 
 
 def test_metric_names_follow_prometheus_conventions(metrics_server):
-    text = httpx.get(metrics_server.url + "/metrics", timeout=10).text
+    text = httpx.get(metrics_server.url + "/metrics", timeout=10,
+                     headers=getattr(metrics_server, "admin_headers", {})).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     ours = {name: f for name, f in families.items() if name.startswith("analytics_")}
     assert len(ours) >= 14, sorted(ours)
@@ -217,7 +219,7 @@ def test_metrics_port_serves_the_same_text_without_a_key(metrics_server):
     r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert r.status_code == 200
     local = parse(r.text)
-    api = scrape(metrics_server.url)
+    api = scrape(metrics_server)
     names = {name for name, _ in api if name.startswith("analytics_")}
     assert names and names <= {name for name, _ in local}
     # served by one worker: the other found the port taken
@@ -239,7 +241,9 @@ def test_plain_uvicorn_single_process(db_url):
     schema = new_schema_name("test_metrics_uvicorn")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(DATABASE_URL=db_url, DB_SCHEMA=schema, PYTHONPATH=str(SRC), ACCESS_LOG="false")
+    metrics_port = free_port()  # no key needed there: the test does not depend on the keys
+    env.update(DATABASE_URL=db_url, DB_SCHEMA=schema, PYTHONPATH=str(SRC), ACCESS_LOG="false",
+               METRICS_PORT=str(metrics_port))
     proc = subprocess.Popen([str(VENV_BIN / "uvicorn"), "main:app", "--port", str(port)], cwd=SRC,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -254,7 +258,9 @@ def test_plain_uvicorn_single_process(db_url):
             assert time.monotonic() < deadline, "uvicorn did not get ready"
             time.sleep(0.2)
         assert httpx.post(url + "/api/events/", json={"page": "/u"}).status_code == 201
-        m = scrape(url)
+        r = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert r.status_code == 200
+        m = parse(r.text)
         assert value(m, "analytics_events_stored_total", endpoint="single") == 1
         assert value(m, "analytics_http_requests_total", method="POST", route="/api/events/", status=201) == 1
     finally:
@@ -298,7 +304,7 @@ def test_default_directory_fresh_per_master_dead_workers_dropped_removed_at_exit
         os.kill(victim, signal.SIGKILL)
         _wait(lambda: not (mdir / f"gauge_livesum_{victim}.db").exists())
         _wait(lambda: len(_children(srv.proc.pid) - {victim}) == WORKERS)  # gunicorn replaced it
-        assert scrape(srv.url)  # still served, from the survivors' and the new worker's files
+        assert scrape(srv)  # still served, from the survivors' and the new worker's files
     finally:
         srv.stop()
         drop_schema(db_url, schema)
@@ -316,7 +322,7 @@ def test_refusals_after_acceptance_and_the_breaker(db_url):
     try:
         with connect(db_url, schema) as conn:  # a session may hold one entry
             conn.execute("ALTER TABLE rollup_sessions ADD CONSTRAINT test_metrics_cap CHECK (cardinality(entries) <= 1)")
-        before = scrape(srv.url)
+        before = scrape(srv)
         assert _post(srv.url, "/api/events/", json={"page": "/one", "session_id": "capped"}).status_code == 201
         assert _post(srv.url, "/api/events/", json={"page": "/two", "session_id": "capped"}).status_code == 422
 
@@ -330,10 +336,10 @@ def test_refusals_after_acceptance_and_the_breaker(db_url):
 
         proxy.cut()
         assert _post(srv.url, "/api/events/", json={"page": "/cut"}).status_code == 503
-        _wait(lambda: value(scrape(srv.url), "analytics_writer_circuit_open") == 1)
-        after = scrape(srv.url)
+        _wait(lambda: value(scrape(srv), "analytics_writer_circuit_open") == 1)
+        after = scrape(srv)
         proxy.restore()
-        _wait(lambda: value(scrape(srv.url), "analytics_writer_circuit_open") == 0)
+        _wait(lambda: value(scrape(srv), "analytics_writer_circuit_open") == 0)
     finally:
         srv.stop()
         proxy.close()

@@ -196,8 +196,10 @@ def refused(endpoint: str, reason: str) -> None:
         _child(INGEST_REFUSED, endpoint, reason).inc()
 
 
-def count_rate_limited(kind: str) -> None:
-    """One request refused by the rate limit `kind` (e.g. "ingest", "read"); the limiter calls it."""
+def count_rate_limited(kind: str, cost: int = 1) -> None:
+    """One request refused by the rate limit `kind` ("ingest" or "read"); the limiter calls it
+    (its refusal hooks pass `cost`, the events or requests the refused request carried: the
+    counter counts refused requests)."""
     if _enabled:
         _child(RATE_LIMITED, kind).inc()
 
