@@ -351,3 +351,26 @@ def test_refusals_after_acceptance_and_the_breaker(db_url):
     assert d(refused, endpoint="single", reason="unavailable") == 1
     assert d("analytics_events_accepted_total", endpoint="single") == 5
     assert d("analytics_events_stored_total", endpoint="single") == 2
+
+
+def test_rate_limit_refusals_are_counted_and_metrics_enabled_false_records_nothing():
+    """count_rate_limited is what the limiter's refusal hook calls ((policy, cost)); in this
+    process (no multiprocess directory) the values are the default registry's."""
+    sys.path.insert(0, str(SRC))
+    from prometheus_client import REGISTRY
+    from analytics.web import metrics
+
+    def refused(kind: str) -> float:
+        return REGISTRY.get_sample_value("analytics_rate_limited_total", {"kind": kind}) or 0.0
+
+    start = refused("ingest")
+    metrics.count_rate_limited("ingest", 250)  # a batch of 250 events refused: one request
+    metrics.count_rate_limited("ingest")
+    assert refused("ingest") == start + 2
+    try:
+        metrics.configure(False)
+        metrics.count_rate_limited("ingest")
+        metrics.accepted("single", 1)
+        assert refused("ingest") == start + 2
+    finally:
+        metrics.configure(True)
