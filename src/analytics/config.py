@@ -109,6 +109,17 @@ class Settings:
     # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
     trusted_proxies: tuple[str, ...] = field(
         default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))
+    # Rate limits (web/ratelimit.py): `limits` notation, ';' between windows, 'off' for none.
+    # Ingest per client address (or ingest key): a whole batch (BATCH_MAX_EVENTS) fits the short
+    # window. Reads per key (or address, without one).
+    rate_limit_enabled: bool = field(
+        default_factory=lambda: config("RATE_LIMIT_ENABLED", default=True, cast=bool))
+    rate_limit_ingest: str = field(
+        default_factory=lambda: config("RATE_LIMIT_INGEST", default="1000/10 seconds;20000/hour"))
+    rate_limit_read: str = field(
+        default_factory=lambda: config("RATE_LIMIT_READ", default="20/second;600/minute"))
+    rate_limit_storage_url: Secret = field(
+        default_factory=lambda: Secret(config("RATE_LIMIT_STORAGE_URL", default="memory://")))
 
 
 def get_settings() -> Settings:

@@ -24,7 +24,7 @@ from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
-from .web import errors, health
+from .web import errors, health, ratelimit
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
 from .web.looplag import LoopLagMonitor
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Until the schema exists, anything that needs the database gets a clean 503.
     app.add_middleware(SchemaReadyMiddleware, no_db_paths=_NO_DB_PATHS)
     errors.install(app)
+    ratelimit.install(app, settings)  # RATE_LIMIT_*: the limiter and its 429
     app.include_router(health.router)
     ingestion_router.document_batch_limit(settings.batch_max_events)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
