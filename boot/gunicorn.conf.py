@@ -15,3 +15,8 @@ chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Gunicorn 27's control socket defaults to one path per user; several servers on one machine
 # (tests, benchmarks) would fight over it, and we do not use it.
 control_socket_disable = True
+# Who the client is, is decided in one place: the app, by TRUSTED_PROXIES (web/client.py). Left
+# at its default (127.0.0.1,::1), uvicorn would rewrite the peer address from X-Forwarded-For
+# for any local caller before the app sees it, and that caller could pick any address (a fresh
+# rate-limit budget per request, another visitor's hash).
+forwarded_allow_ips = ""

@@ -28,7 +28,7 @@ would, never more than the limit.
 Storage: RATE_LIMIT_STORAGE_URL, `memory://` by default: counters in each worker process. The
 kernel spreads connections over the WEB_CONCURRENCY workers, so a client gets between 1 and
 WEB_CONCURRENCY times the limit (and each replica its own). `redis://host:port/db` (or
-`rediss://`, `valkey://`) shares the counters between workers and replicas; it is reached through
+`rediss://`; Valkey too) shares the counters between workers and replicas; it is reached through
 the asyncio client (redis-py), so a slow Redis never blocks the event loop. If the storage fails
 (Redis down) requests are let through and a warning is logged: the limiter protects the service,
 it must not become the thing that stops it.
@@ -116,13 +116,13 @@ def _describe(item: RateLimitItem) -> str:
 
 
 def storage_from_url(url: str) -> Storage:
-    """memory:// (per worker) or redis:// / rediss:// / valkey:// (shared, asyncio client)."""
+    """memory:// (per worker) or redis:// / rediss:// (shared, asyncio client)."""
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("memory", "async+memory"):
         return MemoryStorage()
     if scheme.startswith("async+"):
         scheme, url = scheme[len("async+"):], url[len("async+"):]
-    if scheme in ("redis", "rediss", "redis+unix", "valkey", "valkeys", "valkey+unix"):
+    if scheme in ("redis", "rediss", "redis+unix"):  # Valkey too: it speaks the same protocol
         # limits imports the client only here: a service on memory:// never loads it.
         from limits.aio.storage import RedisStorage
         return RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True,
