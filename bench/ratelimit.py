@@ -1,0 +1,77 @@
+"""`python -m bench ratelimit`: what the rate limiter (web/ratelimit.py) costs, measured in one run.
+
+Servers with the production command (2 workers each) and the same settings but the limiter:
+`on` (memory storage, limits far above the load, so every request is counted and none refused)
+and `off` (RATE_LIMIT_ENABLED=false); with `--redis URL`, also `redis` (the same limits, counters
+in that Redis). The same wrk loads in alternating rounds: single-event POSTs (64 connections) and a
+dashboard read (GET /api/v1/stats/totals, 16 connections, stats cache off). Each figure is the
+best of its rounds; on/off is what the limiter costs.
+
+Every other benchmark runs its servers with the limiter on and high limits (tests/support.py
+HIGH_RATE_LIMITS), so their figures include its cost.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from .fastpath import _LUA_GET
+from .ingest import _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
+from support import Server, database_url, drop_schema  # noqa: E402 (bench.ingest puts tests/ on the path)
+from support import new_schema_name  # noqa: E402
+
+LOADS = (("POST /api/events/", "single", "/api/events/", 64),
+         ("GET /api/v1/stats/totals", "get", "/api/v1/stats/totals", 16))
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench ratelimit")
+    ap.add_argument("--seconds", type=float, default=8.0, help="duration of each load")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--redis", default="", help="also measure counters in this Redis (redis://…)")
+    args = ap.parse_args(argv)
+
+    wrk = ensure_wrk()
+    url = database_url()
+    work = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
+    ackdir = work / "acks"
+    ackdir.mkdir()
+    scripts = {"single": write_lua(work / "single.lua", _LUA_SINGLE, ackdir), "get": work / "get.lua"}
+    scripts["get"].write_text(_LUA_GET)
+    modes = {"on": {}, "off": {"RATE_LIMIT_ENABLED": "false"}}
+    if args.redis:
+        modes["redis"] = {"RATE_LIMIT_STORAGE_URL": args.redis}
+    print(f"[bench] ratelimit: {os.cpu_count()} cores, load average {_loadavg()}", flush=True)
+    servers: dict[str, Server] = {}
+    best: dict[tuple[str, str], dict] = {}
+    try:
+        for mode, env in modes.items():
+            srv = Server(url, new_schema_name(f"bench_rl_{mode}"), workers=2, log_path=work / f"{mode}.log",
+                         env={"STATS_CACHE_TTL_SECONDS": "0", **env})
+            servers[mode] = srv.start()
+            wait_all_workers_ready(srv)
+        for _ in range(args.rounds):
+            for mode, srv in servers.items():
+                for load, script, path, conns in LOADS:
+                    r = run_wrk(wrk, srv.url + path, scripts[script], conns, args.seconds)
+                    non2xx = r.get("non2xx", 0)
+                    if non2xx:
+                        print(f"[bench] {mode} {load}: {non2xx} answers were not 2xx", flush=True)
+                    if r["rate"] > best.get((load, mode), {}).get("rate", -1):
+                        best[(load, mode)] = r
+    finally:
+        for srv in servers.values():
+            srv.stop()
+            drop_schema(url, srv.env["DB_SCHEMA"])
+    for load, *_ in LOADS:
+        off = best[(load, "off")]
+        line = f"{load:26s} off {off['rate']:8,.0f} req/s p99 {off['p99']:6.1f} ms"
+        for mode in modes:
+            if mode != "off":
+                r = best[(load, mode)]
+                line += (f"   {mode} {r['rate']:8,.0f} req/s p99 {r['p99']:6.1f} ms"
+                         f" ({mode}/off = {r['rate'] / off['rate']:.3f})")
+        print(line)
+    return 0
