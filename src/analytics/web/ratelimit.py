@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from cachetools import TLRUCache
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -56,6 +57,10 @@ from .fastpath import guard
 
 log = logging.getLogger("analytics.ratelimit")
 
+# Counters one worker keeps in memory (4 per client with two windows: about 50,000 clients, some
+# 50 MB). Past it the least recently used go first: a flood of new addresses can make the
+# limiter forget idle clients, never grow the worker without bound.
+MEMORY_MAX_COUNTERS = 200_000
 OFF = frozenset({"off", "none", "false", "0", "no", "disabled"})
 # A remote storage that does not answer within this is treated as failed (fail open).
 REMOTE_TIMEOUT_S = 0.5
@@ -115,11 +120,59 @@ def _describe(item: RateLimitItem) -> str:
     return f"{item.amount} per {per}"
 
 
+class MemoryCounters(MemoryStorage):
+    """limits' in-process storage (its sliding-window arithmetic), with the counters in a
+    bounded cache that expires them as it goes.
+
+    limits' own MemoryStorage starts a task after every hit that walks all its keys to expire
+    them: measured, a request cost 0.3 ms with 1,000 clients counted and 3.9 ms with 10,000
+    (bench/ratelimit.py --keys). Here each counter expires on its own (a heap ordered by expiry
+    time: O(log n) per new counter), and nothing walks the rest. Each method runs without
+    suspending, so on one event loop a check and its increment cannot interleave."""
+
+    def __init__(self, maxsize: int = MEMORY_MAX_COUNTERS) -> None:
+        super().__init__()
+        # entry: [count, expiry seconds, expires at]; mutated in place (a re-insert would push
+        # another heap entry per hit)
+        self.counters: TLRUCache = TLRUCache(maxsize, ttu=lambda _key, entry, _now: entry[2],
+                                             timer=time.time)
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        entry = self.counters.get(key)
+        if entry is None:
+            entry = self.counters[key] = [0, expiry, time.time() + expiry]
+        entry[0] += amount
+        return entry[0]
+
+    async def decr(self, key: str, amount: int = 1) -> int:
+        entry = self.counters.get(key)
+        if entry is None:
+            return 0
+        entry[0] = max(entry[0] - amount, 0)
+        return entry[0]
+
+    async def get(self, key: str) -> int:
+        entry = self.counters.get(key)
+        return entry[0] if entry is not None else 0
+
+    async def get_expiry(self, key: str) -> float:
+        entry = self.counters.get(key)
+        return entry[2] if entry is not None else time.time()
+
+    async def clear(self, key: str) -> None:
+        self.counters.pop(key, None)
+
+    async def reset(self) -> int | None:
+        n = len(self.counters)
+        self.counters.clear()
+        return n
+
+
 def storage_from_url(url: str) -> Storage:
     """memory:// (per worker) or redis:// / rediss:// (shared, asyncio client)."""
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("memory", "async+memory"):
-        return MemoryStorage()
+        return MemoryCounters()
     if scheme.startswith("async+"):
         scheme, url = scheme[len("async+"):], url[len("async+"):]
     if scheme in ("redis", "rediss", "redis+unix"):  # Valkey too: it speaks the same protocol
