@@ -189,3 +189,31 @@ def test_counted_as_the_principal_else_the_address_and_ipv6_per_64():
 def test_batch_events_counted_from_the_bytes(body, content_type, events):
     from analytics.ingestion.bodies import count_events
     assert count_events(body, content_type, 1000) == events
+
+
+def test_memory_counters_are_bounded_and_expire():
+    """Per-worker counters: never more than the bound, whatever the number of clients, and gone
+    once their window is over (limits' own memory storage instead walks every key after each
+    hit: bench/ratelimit.py --keys)."""
+    import asyncio
+    import time
+
+    from limits import parse
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    from analytics.web.ratelimit import MemoryCounters
+
+    async def run():
+        storage = MemoryCounters(maxsize=50)
+        limiter = SlidingWindowCounterRateLimiter(storage)
+        item = parse("2/second")
+        for k in range(500):
+            assert await limiter.hit(item, "ingest", f"10.0.{k}")
+        assert len(storage.counters) <= 50
+        assert [await limiter.hit(item, "ingest", "a") for _ in range(3)] == [True, True, False]
+        await asyncio.sleep(2.1)  # counters live two windows (the sliding window's previous one)
+        storage.counters.expire()
+        assert len(storage.counters) == 0
+        assert await limiter.hit(item, "ingest", "a")
+
+    asyncio.run(run())
