@@ -20,18 +20,21 @@ counters in memory).
 
 Strategy: the sliding window counter. It keeps two counters per client and window (O(1) memory
 and time whatever the limit or the cost, where the moving window keeps one timestamp per event:
-a 20,000/hour limit would hold 20,000 floats per client), and weighs the previous window so that
-a burst at a window boundary cannot pass twice the limit (the fixed window's flaw). It is an
-approximation: after a burst it lets requests through a little more slowly than a moving window
-would, never more than the limit.
+a 20,000/hour limit would hold 20,000 floats per client), and counts the previous window's
+requests as if spread evenly over it, fading out as the window slides. A fixed window lets a
+client send its whole limit at the end of one window and again at the start of the next (twice
+the limit within moments); here, after a window's worth, the next requests are admitted at the
+limit's average rate. It is an approximation: how evenly the previous window's requests really
+fell decides how close it is to an exact (moving) window.
 
 Storage: RATE_LIMIT_STORAGE_URL, `memory://` by default: counters in each worker process. The
 kernel spreads connections over the WEB_CONCURRENCY workers, so a client gets between 1 and
 WEB_CONCURRENCY times the limit (and each replica its own). `redis://host:port/db` (or
 `rediss://`; Valkey too) shares the counters between workers and replicas; it is reached through
 the asyncio client (redis-py), so a slow Redis never blocks the event loop. If the storage fails
-(Redis down) requests are let through and a warning is logged: the limiter protects the service,
-it must not become the thing that stops it.
+(Redis down, or slower than 0.5 s) requests are let through, a warning is logged, and the storage
+is not asked again for 5 s, so that no request waits on it meanwhile: the limiter protects the
+service, it must not become the thing that stops it.
 """
 from __future__ import annotations
 
@@ -62,8 +65,10 @@ log = logging.getLogger("analytics.ratelimit")
 # limiter forget idle clients, never grow the worker without bound.
 MEMORY_MAX_COUNTERS = 200_000
 OFF = frozenset({"off", "none", "false", "0", "no", "disabled"})
-# A remote storage that does not answer within this is treated as failed (fail open).
+# A remote storage that does not answer within this is treated as failed (fail open), and not
+# asked again for REMOTE_RETRY_S: while Redis is unreachable no request waits on it.
 REMOTE_TIMEOUT_S = 0.5
+REMOTE_RETRY_S = 5.0
 
 # Called on every refusal with (policy, cost): "ingest" or "read", and the events or requests
 # refused. The metrics part connects its counter here; a hook's failure never changes the answer.
@@ -194,6 +199,7 @@ class RateLimits:
         self.networks = trusted_proxies
         self.batch_max_events = batch_max_events
         self._warned_at = 0.0
+        self._skip_until = 0.0  # a failed remote storage is not asked until then
 
     @classmethod
     def from_settings(cls, settings) -> "RateLimits":
@@ -217,6 +223,8 @@ class RateLimits:
 
     async def charge(self, policy: Policy, who: str, cost: int) -> None:
         """Take `cost` from each window of `policy` for `who`, or raise RateLimited (429)."""
+        if self._skip_until and time.monotonic() < self._skip_until:
+            return
         try:
             if self.remote:
                 async with asyncio.timeout(REMOTE_TIMEOUT_S * 2):
@@ -247,6 +255,7 @@ class RateLimits:
 
     def _storage_failed(self, exc: Exception) -> None:
         now = time.monotonic()
+        self._skip_until = now + REMOTE_RETRY_S
         if now - self._warned_at > 10:  # once per 10 s, not once per request
             self._warned_at = now
             log.warning("rate limit storage failed, requests are let through: %s: %s",
