@@ -217,3 +217,18 @@ def test_memory_counters_are_bounded_and_expire():
         assert await limiter.hit(item, "ingest", "a")
 
     asyncio.run(run())
+
+
+def test_rate_limit_enabled_false_turns_both_off_and_bad_storage_is_named():
+    import dataclasses
+
+    from analytics.config import get_settings
+    from analytics.web.ratelimit import RateLimits
+
+    base = dataclasses.replace(get_settings(), rate_limit_ingest="5/hour", rate_limit_read="5/hour")
+    on = RateLimits.from_settings(base)
+    assert on.ingest.items and on.read.items
+    off = RateLimits.from_settings(dataclasses.replace(base, rate_limit_enabled=False))
+    assert off.ingest.items == () == off.read.items
+    with pytest.raises(ValueError, match="RATE_LIMIT_STORAGE_URL"):
+        RateLimits.from_settings(dataclasses.replace(base, rate_limit_storage_url="mongodb://x"))
