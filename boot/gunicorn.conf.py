@@ -48,3 +48,8 @@ def child_exit(server, worker):
     counters stay (they count what happened)."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+# Who the client is, is decided in one place: the app, by TRUSTED_PROXIES (web/client.py). Left
+# at its default (127.0.0.1,::1), uvicorn would rewrite the peer address from X-Forwarded-For
+# for any local caller before the app sees it, and that caller could pick any address (a fresh
+# rate-limit budget per request, another visitor's hash).
+forwarded_allow_ips = ""

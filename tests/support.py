@@ -63,6 +63,12 @@ def connect(url: str, schema: str) -> psycopg.Connection:
     return conn
 
 
+# The shape of the defaults (two windows each, so the benchmarks measure what production pays),
+# with amounts no test or benchmark reaches.
+HIGH_RATE_LIMITS = {"RATE_LIMIT_INGEST": "100000000/10 seconds;1000000000/hour",
+                    "RATE_LIMIT_READ": "100000000/second;1000000000/minute"}
+
+
 class Server:
     """The service as production runs it (gunicorn + uvicorn workers), on a free port."""
 
@@ -76,7 +82,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": schema,
                     "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
-                    "PYTHONPATH": str(root / "src"), "ACCESS_LOG": "false", **(env or {})}
+                    "PYTHONPATH": str(root / "src"), "ACCESS_LOG": "false",
+                    # The suite and the benchmarks send a lot from 127.0.0.1: limits on, and high
+                    # enough not to get in their way; tests of the limits set their own.
+                    **HIGH_RATE_LIMITS, **(env or {})}
         self.log_path = log_path or Path(f"/tmp/analytics-test-server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 

@@ -114,6 +114,17 @@ class Settings:
     metrics_enabled: bool = field(default_factory=lambda: config("METRICS_ENABLED", default=True, cast=bool))
     metrics_port: int = field(default_factory=lambda: config("METRICS_PORT", default=0, cast=int))
     metrics_host: str = field(default_factory=lambda: config("METRICS_HOST", default="127.0.0.1"))
+    # Rate limits (web/ratelimit.py): `limits` notation, ';' between windows, 'off' for none.
+    # Ingest per client address (or ingest key): a whole batch (BATCH_MAX_EVENTS) fits the short
+    # window. Reads per key (or address, without one).
+    rate_limit_enabled: bool = field(
+        default_factory=lambda: config("RATE_LIMIT_ENABLED", default=True, cast=bool))
+    rate_limit_ingest: str = field(
+        default_factory=lambda: config("RATE_LIMIT_INGEST", default="1000/10 seconds;20000/hour"))
+    rate_limit_read: str = field(
+        default_factory=lambda: config("RATE_LIMIT_READ", default="20/second;600/minute"))
+    rate_limit_storage_url: Secret = field(
+        default_factory=lambda: Secret(config("RATE_LIMIT_STORAGE_URL", default="memory://")))
 
 
 def get_settings() -> Settings:

@@ -24,8 +24,7 @@ from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
-from .web import errors, health
-from .web import metrics
+from .web import errors, health, metrics, ratelimit
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
 from .web.looplag import LoopLagMonitor
@@ -115,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Until the schema exists, anything that needs the database gets a clean 503.
     app.add_middleware(SchemaReadyMiddleware, no_db_paths=_NO_DB_PATHS)
     errors.install(app)
+    ratelimit.install(app, settings)  # RATE_LIMIT_*: the limiter and its 429
+    if metrics.count_rate_limited not in ratelimit.on_refused:  # one hook, however many apps
+        ratelimit.on_refused.append(metrics.count_rate_limited)
     app.include_router(health.router)
     app.include_router(metrics.router)
     ingestion_router.document_batch_limit(settings.batch_max_events)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..web.errors import validation_error
 from ..web.fastpath import fast
+from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.rules import rules_422
 from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OrderBy, OsName, Text, ZoneName
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
@@ -194,6 +195,7 @@ _RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "need
 def _doc(*rules: str) -> dict:
     return {"response_model": None, "responses": {
         200: {"model": StatsResponse},
+        429: RESPONSE_429,
         422: rules_422(*dict.fromkeys(_RULES + rules),
                        description="A parameter is invalid (named in detail.loc)"),
         503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads "
@@ -218,6 +220,7 @@ def _fast(kind: Kind):
 # when it serves them), dependencies, responses. GET requests are answered by the fast path
 # (web/fastpath.py) from this declaration.
 @router.get("/timeseries", **_doc("interval_bounds", "too_many_buckets", "too_many_rows"),
+            dependencies=[Depends(limit_read)],
             summary="One row per bucket (and group), zero-filled")
 @_fast("timeseries")
 async def timeseries(request: Request,
@@ -225,14 +228,16 @@ async def timeseries(request: Request,
     return await _respond("timeseries", request, p)
 
 
-@router.get("/breakdown", **_doc(), summary="One row per group over the range, ordered and paged")
+@router.get("/breakdown", **_doc(), dependencies=[Depends(limit_read)],
+            summary="One row per group over the range, ordered and paged")
 @_fast("breakdown")
 async def breakdown(request: Request,
                     p: Annotated[StatsParams, Depends(DECLARATIONS["breakdown"].dependency)]):
     return await _respond("breakdown", request, p)
 
 
-@router.get("/totals", **_doc(), summary="The metrics over the range (optionally vs the previous period)")
+@router.get("/totals", **_doc(), dependencies=[Depends(limit_read)],
+            summary="The metrics over the range (optionally vs the previous period)")
 @_fast("totals")
 async def totals(request: Request, p: Annotated[StatsParams, Depends(DECLARATIONS["totals"].dependency)]):
     return await _respond("totals", request, p)

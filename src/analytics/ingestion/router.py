@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..db import DatabaseUnavailable
 from ..web import metrics
 from ..web.errors import unavailable_response
 from ..web.fastpath import fast
+from ..web.ratelimit import RESPONSE_429, limit_batch, limit_event
 from ..web.rules import rules_422
 
 from . import bodies
@@ -118,7 +119,10 @@ async def single_event(request: Request) -> Response:
 
 
 @router.post("/", response_model=EventModel, status_code=201,
+             # after the access guard: limits count the principal it sets (web/ratelimit.py)
+             dependencies=[Depends(limit_event)],
              responses={200: {"description": "Duplicate: this (id, time) was already stored"},
+                        429: RESPONSE_429,
                         413: {"description": "Body over MAX_EVENT_BYTES"},
                         422: rules_422(*_EVENT_RULES, description="Invalid body, naming the field"),
                         503: {"description": "Database unavailable or writer queue full"}},
@@ -134,9 +138,12 @@ async def create_event(request: Request):
 
 @router.post("/batch", response_model=BatchResult, status_code=201,
              summary="Create up to BATCH_MAX_EVENTS events in one transaction",
+             dependencies=[Depends(limit_batch)],
              responses={200: {"description": "Nothing new: every event was a duplicate"},
-                        413: {"description": "More events than BATCH_MAX_EVENTS, or a body over "
+                        413: {"description": "More events than BATCH_MAX_EVENTS, or than "
+                                             "RATE_LIMIT_INGEST admits at once, or a body over "
                                              "MAX_BODY_BYTES"},
+                        429: RESPONSE_429,
                         422: rules_422(*_EVENT_RULES, description="Invalid items, listed by index (and "
                                                                   "NDJSON line); nothing was written"),
                         503: {"description": "Database unavailable or writer queue full"}},
