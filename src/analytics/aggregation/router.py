@@ -11,13 +11,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from ..auth.guards import require_read
 from ..web.errors import validation_error
 from ..web.fastpath import fast
 from ..web.rules import rules_422
 from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OrderBy, OsName, Text, ZoneName
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
-router = APIRouter()
+# Every stats read needs a `read` key or token (auth/guards.py), on both paths.
+router = APIRouter(dependencies=[Depends(require_read)])
 
 def _declared(
     *,
