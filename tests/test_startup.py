@@ -78,7 +78,7 @@ def test_startup_twice_in_turn_keeps_data(db_url):
         with running(Server(db_url, schema)) as a:
             kept = post_and_get(a.url, "/before-restart")
         with running(Server(db_url, schema)) as b:
-            with httpx.Client(base_url=b.url, timeout=30) as c:
+            with httpx.Client(base_url=b.url, headers=b.headers, timeout=30) as c:
                 assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-restart"
             post_and_get(b.url, "/after-restart")
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
@@ -100,7 +100,7 @@ def test_restart_while_events_is_locked_is_ready_at_once(db_url):
             lock.autocommit = False
             lock.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # writes wait, reads go on
             with running(Server(db_url, schema), timeout=30) as b:
-                with httpx.Client(base_url=b.url, timeout=30) as c:
+                with httpx.Client(base_url=b.url, headers=b.headers, timeout=30) as c:
                     assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-lock"
             lock.rollback()
     finally:
@@ -142,7 +142,7 @@ def test_new_revision_runs_once(db_url, tmp_path):
         for start in range(2):
             with running(Server(db_url, schema, workers=2, root=tree,
                                 log_path=tmp_path / f"start{start}.log")) as new:
-                with httpx.Client(base_url=new.url, timeout=30) as c:
+                with httpx.Client(base_url=new.url, headers=new.headers, timeout=30) as c:
                     assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-upgrade"
                 post_and_get(new.url, f"/after-upgrade/{start}")
                 log = new.log()
@@ -301,7 +301,7 @@ def test_bootstrap_error_is_logged_and_retried(db_url, tmp_path):
         while srv.log().count("schema bootstrap failed") < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert srv.log().count("schema bootstrap failed") >= 2, srv.log()
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
             assert c.get("/readyz").status_code == 503
             r = c.post("/api/events/", json={"page": "/x"})
             assert r.status_code == 503 and r.json()["error"] == "database_unavailable"
