@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.db_info = await bootstrap_with_retry(settings)
             await warm_ua
             try:
-                await state.keys.refresh()
+                async with asyncio.timeout(10):
+                    await state.keys.refresh()
             except Exception:  # noqa: BLE001 - logged by the store; its task tries again
                 pass
             state.keys.start()

@@ -72,14 +72,17 @@ class KeyStore:
                                    (list(used),))
             cur = await conn.execute("SELECT key_hash, name, scope FROM api_keys WHERE revoked_at IS NULL")
             rows = await cur.fetchall()
-        except (psycopg.Error, OSError) as exc:
+        except BaseException as exc:  # a database error, or the loop's timeout cancelling us
             self._used |= used  # written next time
             if not self._failing:
                 log.warning("api keys: refresh failed, keeping the last table read (%s)", type(exc).__name__)
             self._failing = True
-            if self._conn is not None and not self._conn.closed:
-                await self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            if conn is not None and not conn.closed:
+                try:
+                    await conn.close()
+                except Exception:  # noqa: BLE001 - a broken connection; it is dropped anyway
+                    pass
             raise
         self._keys = {bytes(h): Principal("key", name, frozenset((scope,))) for h, name, scope in rows}
         if self._failing:
@@ -91,8 +94,10 @@ class KeyStore:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.refresh()
-            except (psycopg.Error, OSError):
+                # Bounded: packets silently dropped would otherwise hang the refresh for good.
+                async with asyncio.timeout(max(5.0, 2 * self.interval)):
+                    await self.refresh()
+            except (psycopg.Error, OSError, TimeoutError):
                 pass
             except Exception:  # noqa: BLE001 - the task must outlive any one failure
                 log.exception("api keys: refresh failed")
