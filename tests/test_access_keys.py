@@ -386,3 +386,40 @@ def test_a_flood_of_unknown_kids_does_not_fetch_the_jwks_each_time(jwt_server, i
             assert r.status_code == 401
     # At most one fetch per worker per REFETCH_MIN_S (10 s); 50 made-up kids are not 50 fetches.
     assert idp["jwks"].fetches - before <= 2
+
+
+# -- the cost of a wrong key ------------------------------------------------------------------------
+
+def test_a_flood_of_wrong_keys_never_reaches_the_database(db_url):
+    """The first key made with the CLI before the service ever started (it migrates the schema
+    itself), a server that re-reads keys only hourly: 300 wrong keys and 300 right ones later,
+    the api_keys table has not been read once more (no lookup per request, known or not)."""
+    schema = new_schema_name("keyflood")
+    srv = Server(db_url, schema, keys=False, env={"KEYS_REFRESH_SECONDS": "3600"})
+    try:
+        made = keys_cli(srv, "create", "--name", "first", "--scope", "read")
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip().splitlines()[-1]
+        srv.start()
+
+        def reads() -> int:
+            with connect(db_url, schema) as conn:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                return conn.execute("SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+                                    "WHERE schemaname = %s AND relname = 'api_keys'", (schema,)).fetchone()[0]
+
+        url = srv.url + "/api/v1/stats/totals"
+        with httpx.Client() as c:
+            assert c.get(url, params=STATS, headers=bearer(key)).status_code == 200  # loaded at startup
+            time.sleep(1.5)  # statistics reach pg_stat_* up to a second late
+            before = reads()
+            for i in range(300):
+                wrong = "ak_" + uuid.uuid4().hex[:26].replace("0", "a").replace("1", "b").replace("8", "c") \
+                    .replace("9", "d").ljust(32, "e")
+                assert c.get(url, params=STATS, headers=bearer(wrong)).status_code == 401
+                assert c.get(url, params=STATS, headers=bearer(key)).status_code == 200
+        time.sleep(1.5)
+        assert reads() == before
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)
