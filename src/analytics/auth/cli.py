@@ -102,7 +102,8 @@ def main(argv: list[str]) -> int:
             print(f"{name:<24} {scope:<7} {prefix + '…':<12} {_when(created):<20} {_when(used):<20} {_when(revoked)}")
         return 0
     if revoke(settings, args.name):
-        print(f"revoked {args.name!r}: refused by every worker within {settings.keys_refresh_s:g} s")
+        # The refresh runs every KEYS_REFRESH_SECONDS on each worker, and takes a moment itself.
+        print(f"revoked {args.name!r}: refused by every worker within {2 * settings.keys_refresh_s:g} s")
         return 0
     print(f"no active key named {args.name!r}", file=sys.stderr)
     return 1
