@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,7 @@ class Server:
         # read key, as a dashboard would; `admin_headers` the admin key.
         self.keys = keys
         self.key: dict[str, str] = {}
+        self.database_url = database_url  # as the test resolved it (env may name it another way)
         self.log_path = log_path or Path(f"/tmp/analytics-test-server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 
@@ -108,13 +110,14 @@ class Server:
         """A read, an ingest and an admin key in the server's schema (once it has api_keys)."""
         sys.path.insert(0, str(SRC))
         from analytics.auth.keys import display_prefix, key_hash, new_key
-        with closing(connect(self.env["DATABASE_URL"], self.env["DB_SCHEMA"])) as conn:
-            if conn.execute("SELECT to_regclass('api_keys') IS NULL").fetchone()[0]:
+        table = sql.Identifier(self.env["DB_SCHEMA"], "api_keys")  # any schema name, quoted
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass(%s) IS NULL", (table.as_string(conn),)).fetchone()[0]:
                 return False  # another version of the service, without keys
             for scope in ("read", "ingest", "admin"):
                 key = self.key.get(scope) or new_key()
-                conn.execute("INSERT INTO api_keys (name, prefix, key_hash, scope) VALUES (%s, %s, %s, %s) "
-                             "ON CONFLICT DO NOTHING",
+                conn.execute(sql.SQL("INSERT INTO {} (name, prefix, key_hash, scope) VALUES (%s, %s, %s, %s) "
+                                     "ON CONFLICT DO NOTHING").format(table),
                              (f"test-{scope}-{uuid.uuid4().hex[:8]}", display_prefix(key), key_hash(key), scope))
                 self.key[scope] = key
         return True

@@ -51,7 +51,7 @@ class Load:
         return self
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=HANG_BOUND_S + 10) as c:
+        with httpx.Client(base_url=self.url, timeout=HANG_BOUND_S + 10) as c:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 eid = str(uuid.uuid4())
                 t0 = time.monotonic()
