@@ -46,14 +46,19 @@ def _unauthorized(why: str) -> AuthError:
 
 def credential(request: Request) -> str | None:
     """The credential sent, if any: the bearer token, else X-API-Key."""
-    auth = request.headers.get("authorization")
+    # One pass over the raw headers (ASGI names them in lower case): every ingest request asks.
+    auth = key = None
+    for name, value in request.scope.get("headers", ()):
+        if name == b"authorization":
+            auth = value
+        elif name == b"x-api-key":
+            key = value
     if auth:
-        scheme, _, value = auth.partition(" ")
+        scheme, _, value = auth.decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         raise _unauthorized("The Authorization header is not 'Bearer <key or token>'.")
-    key = request.headers.get("x-api-key")
-    return key.strip() if key is not None else None
+    return key.decode("latin-1").strip() if key is not None else None
 
 
 async def authenticate(request: Request) -> Principal | None:
