@@ -10,14 +10,14 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from .aggregation import router as stats_router
-from .auth import errors as auth_errors
-from .auth.jwt import JwtVerifier
-from .auth.store import KeyStore
 from .aggregation import seed_api
 from .aggregation.cache import AnswerCache
 from .aggregation.guard import RawGate
 from .aggregation.seed_reader import SeedReader
 from .aggregation.service import StatsService
+from .auth import errors as auth_errors
+from .auth.jwt import JwtVerifier
+from .auth.store import KeyStore
 from .config import Settings, get_settings
 from .db import make_pools
 from .ingestion import router as ingestion_router
