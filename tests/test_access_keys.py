@@ -188,8 +188,13 @@ def test_keys_cli_create_list_revoke_within_10_s_on_every_worker(two_workers, db
     t0 = time.monotonic()
     poll(lambda: _statuses(srv, key), lambda s: s == {401}, timeout=10)
     elapsed = time.monotonic() - t0
-    # Both workers refuse it (12 new connections per poll land on both), and it stays refused.
+    # Both workers refuse it (12 new connections per poll land on both), and it stays refused,
+    # on every read route.
     assert _statuses(srv, key, 20) == {401}, elapsed
+    ev = httpx.post(srv.url + "/api/events/", json={"page": "/revoked"})
+    for path, params in read_routes(ev.json()["id"]):
+        for _ in range(4):
+            assert_401(httpx.get(srv.url + path, params=params, headers=bearer(key)))
     assert keys_cli(srv, "revoke", "dashboard").returncode == 1  # nothing active by that name
 
 
