@@ -45,7 +45,7 @@ def env(db_url, api_mode):
         rng = random.Random(2024)
         events = ref.make_events(rng, [SPAN], 6000, sessions=400)
         rng.shuffle(events)  # a session's events land in different, concurrent batches
-        with httpx.Client(base_url=srv.url, timeout=120) as client:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=120) as client:
             with ThreadPoolExecutor(6) as pool:
                 list(pool.map(lambda i: ref.post_batches(client, events[i:i + 150]), range(0, len(events), 150)))
             conn = connect(db_url, schema)

@@ -55,8 +55,10 @@ class Settings:
         default_factory=lambda: config("DB_STATEMENT_TIMEOUT_MS", default=30000, cast=int))
     events_chunk_interval: str = field(
         default_factory=lambda: config("EVENTS_CHUNK_INTERVAL", default="7 days"))
+    # Origins whose pages may call the read routes from a browser (none by default; ingest
+    # routes answer any origin: trackers run on every page).
     cors_origins: tuple[str, ...] = field(
-        default_factory=lambda: tuple(config("CORS_ORIGINS", default="*", cast=Csv())))
+        default_factory=lambda: tuple(config("CORS_ORIGINS", default="", cast=Csv())))
     max_event_age_days: float = field(
         default_factory=lambda: config("MAX_EVENT_AGE_DAYS", default=7.0, cast=float))
     max_clock_skew_s: float = field(
@@ -125,6 +127,18 @@ class Settings:
         default_factory=lambda: config("RATE_LIMIT_READ", default="20/second;600/minute"))
     rate_limit_storage_url: Secret = field(
         default_factory=lambda: Secret(config("RATE_LIMIT_STORAGE_URL", default="memory://")))
+    # Access (auth/): API keys, JWTs from an identity provider, and who may read or ingest.
+    public_reads: bool = field(default_factory=lambda: config("PUBLIC_READS", default=False, cast=bool))
+    ingest_key_required: bool = field(
+        default_factory=lambda: config("INGEST_KEY_REQUIRED", default=False, cast=bool))
+    ingest_allowed_hosts: tuple[str, ...] = field(
+        default_factory=lambda: tuple(h.lower() for h in config("INGEST_ALLOWED_HOSTS", default="", cast=Csv())))
+    keys_refresh_s: float = field(
+        default_factory=lambda: config("KEYS_REFRESH_SECONDS", default=5.0, cast=float))
+    jwt_jwks_url: str = field(default_factory=lambda: config("JWT_JWKS_URL", default="").strip())
+    jwt_issuer: str = field(default_factory=lambda: config("JWT_ISSUER", default="").strip())
+    jwt_audience: str = field(default_factory=lambda: config("JWT_AUDIENCE", default="").strip())
+    jwt_scope_claim: str = field(default_factory=lambda: config("JWT_SCOPE_CLAIM", default="scope").strip())
 
 
 def get_settings() -> Settings:

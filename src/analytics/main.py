@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from .aggregation import router as stats_router
 from .aggregation import seed_api
@@ -16,6 +15,9 @@ from .aggregation.cache import AnswerCache
 from .aggregation.guard import RawGate
 from .aggregation.seed_reader import SeedReader
 from .aggregation.service import StatsService
+from .auth import errors as auth_errors
+from .auth.jwt import JwtVerifier
+from .auth.store import KeyStore
 from .config import Settings, get_settings
 from .db import make_pools
 from .ingestion import router as ingestion_router
@@ -25,6 +27,7 @@ from .ingestion.writer import EventWriter
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health, metrics, ratelimit
+from .web.cors import SplitCors
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
 from .web.looplag import LoopLagMonitor
@@ -75,9 +78,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # event loop of the first request that carries a user agent; ready waits for it.
         warm_ua = asyncio.create_task(asyncio.to_thread(classify, _WARM_UA), name="ua-warm")
 
+        # API keys: an in-memory table per worker, read before the worker says it is ready and
+        # refreshed every KEYS_REFRESH_SECONDS (auth/store.py); JWTs when JWT_JWKS_URL is set.
+        state.keys = KeyStore(settings)
+        state.jwt = (JwtVerifier(settings.jwt_jwks_url, issuer=settings.jwt_issuer,
+                                 audience=settings.jwt_audience, scope_claim=settings.jwt_scope_claim)
+                     if settings.jwt_jwks_url else None)
+
         async def bootstrap():
             state.db_info = await bootstrap_with_retry(settings)
             await warm_ua
+            try:
+                async with asyncio.timeout(10):
+                    await state.keys.refresh()
+            except Exception:  # noqa: BLE001 - logged by the store; its task tries again
+                pass
+            state.keys.start()
             state.schema_ready.set()
 
         boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")
@@ -100,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             warm_ua.cancel()
             await state.loop_lag.stop()
             await state.metrics_sampler.stop()
+            await state.keys.stop()
             await state.writer.stop()
             await state.pool.close()
             await state.write_pool.close()
@@ -117,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ratelimit.install(app, settings)  # RATE_LIMIT_*: the limiter and its 429
     if metrics.count_rate_limited not in ratelimit.on_refused:  # one hook, however many apps
         ratelimit.on_refused.append(metrics.count_rate_limited)
+    auth_errors.install(app)  # 401/403 answers, and the security schemes in the OpenAPI schema
     app.include_router(health.router)
     app.include_router(metrics.router)
     ingestion_router.document_batch_limit(settings.batch_max_events)
@@ -126,9 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The single event (the tracker's POST) has its own, small body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits={
         "/api/events/": (settings.max_event_bytes, "MAX_EVENT_BYTES")})
-    # CORS outside the body limit, so that a browser tracker can read a 413 too.
-    app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                       allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
+    # CORS outside the body limit, so that a browser tracker can read a 413 too. Ingest routes
+    # answer any origin, the others CORS_ORIGINS only (web/cors.py).
+    app.add_middleware(SplitCors, read_origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
                        observe=metrics.RequestMetrics().observe if settings.metrics_enabled else None)
     return app

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from ..auth.guards import require_read
 from ..web.errors import validation_error
 from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_read
@@ -18,7 +19,8 @@ from ..web.rules import rules_422
 from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OrderBy, OsName, Text, ZoneName
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
-router = APIRouter()
+# Every stats read needs a `read` key or token (auth/guards.py), on both paths.
+router = APIRouter(dependencies=[Depends(require_read)])
 
 def _declared(
     *,

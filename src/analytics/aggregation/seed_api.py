@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from psycopg.rows import dict_row
 from sqlmodel import SQLModel
 
+from ..auth.guards import require_read
 from ..db import connection
 from ..ingestion.schemas import EventModel
 from ..web.errors import validation_error
@@ -18,7 +19,8 @@ from ..web.rules import rules_422
 from .intervals import IntervalError, parse_bounded
 from .params import IntervalText, Text
 
-router = APIRouter()
+# Seed 004's reads need a `read` key or token (auth/guards.py), unless PUBLIC_READS.
+router = APIRouter(dependencies=[Depends(require_read)])
 
 DEFAULT_LOOKUP_PAGES = [
     "/", "/about", "/pricing", "/contact",

@@ -8,6 +8,7 @@ import json
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..auth.guards import ingest_access
 from ..db import DatabaseUnavailable
 from ..web import metrics
 from ..web.errors import unavailable_response
@@ -19,7 +20,8 @@ from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
 from .writer import EventRejected, WriterOverloaded, WriterStopped
 
-router = APIRouter()
+# Open to browsers; INGEST_ALLOWED_HOSTS / INGEST_KEY_REQUIRED (auth/guards.py), on both paths.
+router = APIRouter(dependencies=[Depends(ingest_access)])
 
 # Batch bodies from this size on are validated and enriched in a worker thread: up to
 # BATCH_MAX_EVENTS events (and their user agents, on a cache miss) can take more of the event
