@@ -1,7 +1,6 @@
 """Rate limits (issue 10, part 4), on the real server in both fast-path modes: a burst over the
 ingest limit is answered 429 with Retry-After and nothing beyond the limit is stored; a batch
-costs its events; each client address has its own budget; reads are limited per key (until keys
-exist, per address); a refused request is answered before its body is parsed.
+costs its events; each client address has its own budget; reads are limited per key; a refused request is answered before its body is parsed.
 
 The server trusts 127.0.0.1 as a proxy, so each test speaks for its own client address through
 X-Forwarded-For and starts with a full budget. Windows are an hour long: the counts do not
@@ -121,15 +120,23 @@ def test_refused_before_the_body_is_parsed(client):
                             headers={"content-type": "application/json"}), "RATE_LIMIT_INGEST")
 
 
-def test_reads_are_limited_per_client_and_apart_from_ingest(srv, client):
-    # Every read route shares the client's read budget; ingest has used none of it.
+def test_reads_are_limited_per_key_and_apart_from_ingest(srv, client):
+    """Every read route shares the key's read budget, whatever address it comes from; another
+    key has its own; ingest has used none of it; a request without a key is refused by the
+    access guard first and costs no budget."""
     event = client.post("/api/events/", json={"page": "/r"}).json()
     reads = ["/api/v1/stats/totals", "/api/events/?duration=1%20hour", f"/api/events/{event['id']}/"]
-    assert [client.get(path).status_code for path in reads] == [200] * READ_LIMIT
+    assert client.get(reads[0]).status_code == 401  # no key: the guard's 401, not a 429
+    keyed = {"X-Forwarded-For": next(_addresses), **srv.headers}
+    assert [client.get(path, headers=keyed).status_code for path in reads] == [200] * READ_LIMIT
     for path in reads + ["/api/v1/stats/timeseries", "/api/v1/stats/breakdown?group_by=page"]:
-        _assert_429(client.get(path), "RATE_LIMIT_READ")
-    assert httpx.get(srv.url + "/api/v1/stats/totals",
-                     headers={"X-Forwarded-For": next(_addresses)}).status_code == 200
+        _assert_429(client.get(path, headers=keyed), "RATE_LIMIT_READ")
+    # the same key from another address: the key's budget, spent
+    _assert_429(httpx.get(srv.url + reads[0], headers={**srv.headers,
+                                                       "X-Forwarded-For": next(_addresses)}),
+                "RATE_LIMIT_READ")
+    # another key (the admin key reads too): a budget of its own
+    assert httpx.get(srv.url + reads[0], headers=srv.admin_headers).status_code == 200
     # the ingest budget is separate: 4 of 5 left
     assert client.post("/api/events/", json={"page": "/r"}).status_code == 201
 
