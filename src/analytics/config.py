@@ -109,6 +109,12 @@ class Settings:
     # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
     trusted_proxies: tuple[str, ...] = field(
         default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))
+    # Privacy (analytics/privacy): no raw IP is stored unless asked for; visitors are counted by
+    # a daily-salted hash. The salt of the day is re-read from the database this often (and at
+    # each UTC day change), never per request.
+    store_ip: bool = field(default_factory=lambda: config("STORE_IP", default=False, cast=bool))
+    visitor_salt_refresh_s: float = field(
+        default_factory=lambda: config("VISITOR_SALT_REFRESH_SECONDS", default=3600.0, cast=float))
 
 
 def get_settings() -> Settings:
