@@ -23,9 +23,10 @@ import secrets
 import time
 from datetime import date, timedelta
 
+import psycopg
 from psycopg import sql
 
-from ..db import DatabaseUnavailable, connection
+from ..db import DatabaseUnavailable, ReadsBusy, connection
 
 log = logging.getLogger("analytics.privacy")
 
@@ -80,7 +81,10 @@ class SaltKeeper:
         async with self._lock:  # concurrent requests share one fetch
             salt = self.cached()
             if salt is None:
-                await self.load()
+                try:
+                    await self.load()
+                except (ReadsBusy, psycopg.Error) as exc:  # busy or down: a 503, never a 500
+                    raise DatabaseUnavailable() from exc
                 salt = self.cached()
         if salt is None:  # pragma: no cover - load() raises first
             raise DatabaseUnavailable()
