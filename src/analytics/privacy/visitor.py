@@ -18,6 +18,7 @@ The raw IP is stored only with STORE_IP=true.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 from urllib.parse import urlsplit
 
@@ -47,6 +48,7 @@ def visitor_hash(salt: bytes, ip: str, ua: str, site: str) -> int:
     return int.from_bytes(h.digest(), "big", signed=True)
 
 
+@lru_cache(maxsize=1024)  # a service sees a few sites: urlsplit once per Origin / Host value
 def _host_of(value: str) -> str:
     """Host of an Origin ('https://shop.example:8443') or a Host header ('shop.example:8443')."""
     try:
