@@ -33,6 +33,8 @@ class Subject:
     state_table: str
     cap_constraint: str
     trigger_prefix: str
+    max_entries: int = 5_000          # see SESSION_MAX_ENTRIES
+    max_entry_bytes: int = 2_000_000
 
     @property
     def collate(self) -> str:
@@ -41,7 +43,12 @@ class Subject:
 
 
 SESSIONS = Subject("ses", "session_id", "text", "rollup_sessions", "rollup_sessions_entries_cap", "rollup_ses")
-VISITORS = Subject("vis", "visitor_id", "bigint", "rollup_visitors", "rollup_visitors_entries_cap", "rollup_vis")
+# A visitor id is shared by everyone behind one address with the same browser on the same day
+# (an office behind NAT): its cap is four times a session's, so that a session hits its own
+# first, and real traffic practically never hits it. Past it an event is refused (422 naming
+# page), like a session's.
+VISITORS = Subject("vis", "visitor_id", "bigint", "rollup_visitors", "rollup_visitors_entries_cap", "rollup_vis",
+                   max_entries=20_000, max_entry_bytes=8_000_000)
 SUBJECTS = (SESSIONS, VISITORS)
 
 STATE_TABLE = SESSIONS.state_table
@@ -62,15 +69,16 @@ def entry_sql(alias: str = "") -> str:
 # the cap is refused (check violation of CAP_CONSTRAINT, which the writer answers as that
 # event's 422 naming session_id); unique_sessions stays exact for everything stored. Real
 # sessions are far below it (the query benchmark's longest: 40 entries).
-SESSION_MAX_ENTRIES = 5_000
-SESSION_MAX_ENTRY_BYTES = 2_000_000  # all entries' text together (pages can be 6 KB each)
+SESSION_MAX_ENTRIES = SESSIONS.max_entries
+SESSION_MAX_ENTRY_BYTES = SESSIONS.max_entry_bytes  # all entries' text together (pages can be 6 KB each)
 CAP_CONSTRAINT = SESSIONS.cap_constraint
 
 
-def _cap_check() -> sql.Composable:
+def _cap_check(subj: "Subject | None" = None) -> sql.Composable:
+    subj = subj or SESSIONS
     return sql.SQL(
         "CHECK (cardinality(entries) <= {n} AND octet_length(array_to_string(entries, '')) <= {b})").format(
-        n=sql.Literal(SESSION_MAX_ENTRIES), b=sql.Literal(SESSION_MAX_ENTRY_BYTES))
+        n=sql.Literal(subj.max_entries), b=sql.Literal(subj.max_entry_bytes))
 
 
 def state_ddl(s: sql.Identifier, subj: Subject = SESSIONS) -> list[sql.Composable]:
@@ -81,7 +89,7 @@ def state_ddl(s: sql.Identifier, subj: Subject = SESSIONS) -> list[sql.Composabl
             entries text[] NOT NULL,
             CONSTRAINT {cap} {check})""").format(
             table=table, key=sql.SQL(subj.key), key_type=sql.SQL(subj.key_type),
-            cap=sql.Identifier(subj.cap_constraint), check=_cap_check()),
+            cap=sql.Identifier(subj.cap_constraint), check=_cap_check(subj)),
         # A table made before the cap existed gets it NOT VALID: enforced on every write from now
         # on, without a scan of the existing rows (nor a failed start if one is over the cap).
         sql.SQL("""DO $do$ BEGIN
@@ -91,7 +99,7 @@ def state_ddl(s: sql.Identifier, subj: Subject = SESSIONS) -> list[sql.Composabl
             END IF;
             END $do$""").format(
             regclass=sql.Literal(table.as_string(None)), cap_name=sql.Literal(subj.cap_constraint),
-            table=table, cap=sql.Identifier(subj.cap_constraint), check=_cap_check()),
+            table=table, cap=sql.Identifier(subj.cap_constraint), check=_cap_check(subj)),
     ]
 
 

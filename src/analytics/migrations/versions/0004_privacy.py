@@ -35,11 +35,11 @@ STATEMENTS = [
     r"""CREATE TABLE IF NOT EXISTS "__schema__"."rollup_visitors" (
             visitor_id bigint PRIMARY KEY,
             entries text[] NOT NULL,
-            CONSTRAINT "rollup_visitors_entries_cap" CHECK (cardinality(entries) <= 5000 AND octet_length(array_to_string(entries, '')) <= 2000000))""",
+            CONSTRAINT "rollup_visitors_entries_cap" CHECK (cardinality(entries) <= 20000 AND octet_length(array_to_string(entries, '')) <= 8000000))""",
     r"""DO $do$ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_constraint
                            WHERE conrelid = '"__schema__"."rollup_visitors"'::regclass AND conname = 'rollup_visitors_entries_cap') THEN
-                ALTER TABLE "__schema__"."rollup_visitors" ADD CONSTRAINT "rollup_visitors_entries_cap" CHECK (cardinality(entries) <= 5000 AND octet_length(array_to_string(entries, '')) <= 2000000) NOT VALID;
+                ALTER TABLE "__schema__"."rollup_visitors" ADD CONSTRAINT "rollup_visitors_entries_cap" CHECK (cardinality(entries) <= 20000 AND octet_length(array_to_string(entries, '')) <= 8000000) NOT VALID;
             END IF;
             END $do$""",
     r"""CREATE TABLE IF NOT EXISTS "__schema__"."rollup_vis_total_15m" (bucket timestamptz NOT NULL, prev timestamptz NOT NULL, n bigint NOT NULL, PRIMARY KEY ("bucket", "prev")) WITH (fillfactor = 90)""",
