@@ -25,12 +25,17 @@ from ..db import quote_ident
 from .salts import SALT_BYTES, TABLE, day_date, utc_day
 
 _BOUNDS = "SELECT min(time), max(time) FROM events WHERE ip_address IS NOT NULL"
-# The inner SELECT finds up to `n` rows of the window that still hold an IP; the outer UPDATE
-# repeats the window so that only its chunks are touched. (id, time) is the unique key.
-_SCRUB = """UPDATE events e SET ip_address = NULL
-    FROM (SELECT id, time FROM events
-          WHERE time >= %(lo)s AND time < %(hi)s AND ip_address IS NOT NULL LIMIT %(n)s) s
-    WHERE e.id = s.id AND e.time = s.time AND e.time >= %(lo)s AND e.time < %(hi)s"""
+# Up to `n` rows of the window that still hold an IP, oldest first from `lo` (the index on time
+# leads there: each batch reads only rows after the previous one's, not the whole window
+# again); the UPDATE repeats the window so that only its chunks are touched. (id, time) is the
+# unique key. Answers how many rows changed and the latest time among them (the next `lo`).
+_SCRUB = """WITH s AS (SELECT id, time FROM events
+                   WHERE time >= %(lo)s AND time < %(hi)s AND ip_address IS NOT NULL
+                   ORDER BY time LIMIT %(n)s),
+         u AS (UPDATE events e SET ip_address = NULL FROM s
+               WHERE e.id = s.id AND e.time = s.time AND e.time >= %(lo)s AND e.time < %(hi)s
+               RETURNING e.time)
+    SELECT count(*), max(time) FROM u"""
 
 
 def _connect(settings) -> psycopg.Connection:
@@ -51,13 +56,14 @@ def scrub(conn: psycopg.Connection, *, window: timedelta, batch: int, pause: flo
     # Newest first: the rows most recently written are the ones most worth removing soonest.
     while hi > lo_all:
         lo = hi - window
-        done = 0
+        done, cursor = 0, lo
         while True:
             with conn.transaction():
-                n = conn.execute(_SCRUB, {"lo": lo, "hi": hi, "n": batch}).rowcount
+                n, last = conn.execute(_SCRUB, {"lo": cursor, "hi": hi, "n": batch}).fetchone()
             done += n
             if n < batch:
                 break
+            cursor = last  # rows at exactly `last` that still hold an IP are picked up next
             if pause:
                 time.sleep(pause)
         total += done
