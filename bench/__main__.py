@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|query|ua|fastpath|keys|metrics|ratelimit ...]`: run one benchmark, or all of them in turn.
+"""`python -m bench [ingest|query|ua|fastpath|keys|metrics|ratelimit|visitors ...]`: run one benchmark, or all of them in turn.
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "ua", "fastpath", "keys", "metrics", "ratelimit")
+SUITES = ("ingest", "query", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors")
 
 
 def _all(rest: list[str]) -> int:

@@ -3,7 +3,9 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8002')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn.workers.UvicornWorker"
+# uvicorn's worker, without uvicorn's own X-Forwarded-For handling: TRUSTED_PROXIES decides
+# (src/analytics/web/worker.py).
+worker_class = "analytics.web.worker.Worker"
 # Graceful shutdown: the event writer flushes what it accepted before the worker exits.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 timeout = int(os.environ.get("WORKER_TIMEOUT", "60"))

@@ -139,6 +139,12 @@ class Settings:
     jwt_issuer: str = field(default_factory=lambda: config("JWT_ISSUER", default="").strip())
     jwt_audience: str = field(default_factory=lambda: config("JWT_AUDIENCE", default="").strip())
     jwt_scope_claim: str = field(default_factory=lambda: config("JWT_SCOPE_CLAIM", default="scope").strip())
+    # Privacy (analytics/privacy): no raw IP is stored unless asked for; visitors are counted by
+    # a daily-salted hash. The salt of the day is re-read from the database this often (and at
+    # each UTC day change), never per request.
+    store_ip: bool = field(default_factory=lambda: config("STORE_IP", default=False, cast=bool))
+    visitor_salt_refresh_s: float = field(
+        default_factory=lambda: config("VISITOR_SALT_REFRESH_SECONDS", default=3600.0, cast=float))
 
 
 def get_settings() -> Settings:

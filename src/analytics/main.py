@@ -24,9 +24,11 @@ from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
+from .privacy.salts import SaltKeeper
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health, metrics, ratelimit
+from .web.client import parse_networks
 from .web.cors import SplitCors
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
@@ -45,6 +47,7 @@ _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    trusted_networks = parse_networks(settings.trusted_proxies)  # a bad entry fails the start, named
     install_rollups()  # every stored event is folded into the rollups in the same statement
     metrics.configure(settings.metrics_enabled)
 
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = app.state
         state.settings = settings
+        state.trusted_networks = trusted_networks
         state.schema_ready = asyncio.Event()
         state.db_info = None
         # The writer's connections are its own: reads use state.pool and cannot take them.
@@ -71,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            settings.read_raw_min_seconds)
         state.stats = StatsService(state.pool, AnswerCache(settings.stats_cache_ttl_s,
                                                            settings.stats_cache_max_bytes), raw_gate)
+        # The daily salt of the visitor hash, cached per worker (privacy/salts.py).
+        state.salts = SaltKeeper(state.pool, settings.visitor_salt_refresh_s)
         state.seed_reader = SeedReader(state.pool, state.stats.ready, raw_gate=raw_gate,
                                        max_rows=settings.seed_max_rows)
 
@@ -87,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def bootstrap():
             state.db_info = await bootstrap_with_retry(settings)
+            state.salts.start()  # loads today's salt now, then keeps it fresh
             await warm_ua
             try:
                 async with asyncio.timeout(10):
@@ -117,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.loop_lag.stop()
             await state.metrics_sampler.stop()
             await state.keys.stop()
+            await state.salts.stop()
             await state.writer.stop()
             await state.pool.close()
             await state.write_pool.close()

@@ -160,6 +160,7 @@ class StatsRow(BaseModel):
     referrer: Optional[str] = None
     events: Optional[int] = None
     unique_sessions: Optional[int] = None
+    unique_visitors: Optional[int] = None
     avg_duration: Optional[float] = None
     median_duration: Optional[float] = None
     p95_duration: Optional[float] = None
@@ -182,6 +183,7 @@ class StatsMeta(BaseModel):
     order_by: Optional[str] = None
     limit: Optional[int] = None
     offset: Optional[int] = None
+    unique_visitors: Optional[str] = None  # what the metric means (service.VISITORS_NOTE)
 
 
 class StatsResponse(BaseModel):

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from ..auth.guards import ingest_access
 from ..db import DatabaseUnavailable
 from ..web import metrics
+from ..privacy.visitor import Sender, sender
 from ..web.errors import unavailable_response
 from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_batch, limit_event
@@ -101,11 +102,24 @@ def _refused_by_database(exc: EventRejected, batch: bool) -> JSONResponse:
     return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
 
 
+async def _sender(request: Request) -> Sender:
+    """The request's client address, site and today's salt (cached per worker: no database
+    round trip unless the worker has no salt yet). Raises DatabaseUnavailable."""
+    state = request.app.state
+    salts = state.salts
+    salt = salts.cached() or await salts.current()
+    return sender(request.scope, state.trusted_networks, salt, state.settings.store_ip)
+
+
 async def single_event(request: Request) -> Response:
     """Validate, enrich, write (group commit) and answer one event."""
     state = request.app.state
     try:
-        record = bodies.parse_event(await request.body(), state.enricher)
+        who = await _sender(request)
+    except DatabaseUnavailable:
+        return unavailable_response()
+    try:
+        record = bodies.parse_event(await request.body(), state.enricher, who)
     except bodies.BodyRejected as exc:
         return _rejected(exc, "single")
     try:
@@ -159,8 +173,12 @@ async def create_events_batch(request: Request):
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
     raw = await request.body()
+    try:
+        who = await _sender(request)
+    except DatabaseUnavailable:
+        return unavailable_response()
     args = (raw, request.headers.get("content-type", ""), state.settings.batch_max_events,
-            state.enricher)
+            state.enricher, who)
     try:
         if len(raw) >= OFF_LOOP_MIN_BYTES:
             records = await _off_loop(state, bodies.batch_records, *args)
