@@ -109,6 +109,12 @@ class Settings:
     # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
     trusted_proxies: tuple[str, ...] = field(
         default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))
+    # Retention (analytics.retention): days of raw events and of rollups to keep; 0 keeps them forever.
+    retention_days: float = field(default_factory=lambda: config("RETENTION_DAYS", default=0.0, cast=float))
+    rollup_retention_days: float = field(
+        default_factory=lambda: config("ROLLUP_RETENTION_DAYS", default=0.0, cast=float))
+    retention_interval_s: float = field(
+        default_factory=lambda: config("RETENTION_INTERVAL_SECONDS", default=86400.0, cast=float))
 
 
 def get_settings() -> Settings:

@@ -22,6 +22,8 @@ from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
+from .retention import check_settings as check_retention
+from .retention.worker import RetentionTask
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health
@@ -42,6 +44,7 @@ _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    check_retention(settings)  # ROLLUP_RETENTION_DAYS < RETENTION_DAYS: refuse to start
     install_rollups()  # every stored event is folded into the rollups in the same statement
 
     @asynccontextmanager
@@ -83,6 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.writer.start()
         state.loop_lag = LoopLagMonitor()
         state.loop_lag.start()
+        # Retention (when configured): one run per interval per database, whichever worker gets it.
+        state.retention = RetentionTask(settings)
+        state.retention.start(state.schema_ready)
         # Everything built so far (the app, its schemas, the libraries) lives as long as the
         # process: keep it out of the cyclic collector's full passes, whose pauses showed in
         # the single-event p99.
@@ -94,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             boot_task.cancel()
             warm_ua.cancel()
             await state.loop_lag.stop()
+            await state.retention.stop()
             await state.writer.stop()
             await state.pool.close()
             await state.write_pool.close()
