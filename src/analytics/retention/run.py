@@ -163,7 +163,8 @@ def _drop_chunks(conn: psycopg.Connection, schema: str, horizon: datetime, attem
     for attempt in range(1, attempts + 1):
         try:
             with conn.transaction():
-                conn.execute("SET LOCAL lock_timeout = '5s'")
+                # Writers queue behind a lock that waits: let it wait far less than WRITE_TIMEOUT_SECONDS.
+                conn.execute("SET LOCAL lock_timeout = '2s'")
                 return [r[0] for r in conn.execute(
                     "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (events, horizon))]
         except psycopg.errors.LockNotAvailable:
