@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
               f"{len(report.chunks)} chunks dropped, {sum(report.rollup_rows.values()):,} rollup rows deleted, "
               f"sessions {report.sessions_trimmed:,} trimmed / {report.sessions_deleted:,} deleted; "
               f"{left:,} events left")
+        print("  by step: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items()))
         print(f"  raw events {raw0 / 2**20:.0f} MB -> {raw1 / 2**20:.0f} MB; rollups and state "
               f"{other0 / 2**20:.0f} MB -> {other1 / 2**20:.0f} MB (before VACUUM returns space to reuse)")
     finally:

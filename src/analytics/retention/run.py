@@ -44,7 +44,7 @@ log = logging.getLogger("analytics.retention")
 LOCK_KEY = 4_004_004_012  # any fixed number; not the migrations' (4_004_004_004)
 READY_TTL_S = 5.0         # aggregation.service re-reads readiness and horizons this often
 BATCH_ROWS = 10_000
-BATCH_SESSIONS = 2_000
+BATCH_SESSIONS = 500   # ~0.4 s of row locks on those sessions per batch (measured: ~1,200 sessions/s)
 
 
 class Stopped(Exception):
@@ -59,13 +59,14 @@ class Report:
     sessions_trimmed: int = 0
     sessions_deleted: int = 0
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def as_log(self) -> dict:
         return {"raw_horizon": _iso(self.horizons.raw), "rollup_horizon": _iso(self.horizons.rollup),
                 "chunks_dropped": len(self.chunks), "chunks": self.chunks,
                 "rollup_rows_deleted": sum(self.rollup_rows.values()),
                 "sessions_trimmed": self.sessions_trimmed, "sessions_deleted": self.sessions_deleted,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -128,11 +129,15 @@ def _run(conn: psycopg.Connection, settings: Settings, stop: threading.Event, wa
                         "wait_s": wait_s})
         if stop.wait(wait_s):
             raise Stopped()
+    t = time.perf_counter()
     if after.raw is not None:
         report.chunks = _drop_chunks(conn, settings.db_schema, after.raw)
+        report.phases["drop_chunks"], t = time.perf_counter() - t, time.perf_counter()
     if after.rollup is not None:
         report.sessions_trimmed, report.sessions_deleted = _trim_sessions(conn, after.rollup, stop)
+        report.phases["sessions"], t = time.perf_counter() - t, time.perf_counter()
         report.rollup_rows = _delete_rollups(conn, after.rollup, stop)
+        report.phases["rollups"] = time.perf_counter() - t
     conn.execute(sql.SQL("UPDATE {} SET last_run_at = now()").format(sql.Identifier(STATE_TABLE)))
     report.seconds = time.perf_counter() - t0
     log.info("retention run", extra=report.as_log())
