@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
 from ..retention.state import STATE_TABLE as RETENTION_TABLE
-from ..retention.state import Horizons
+from ..retention.state import HORIZONS_TTL_S, Horizons
 from ..rollups.ddl import META_TABLE
 from ..web.errors import validation_error
 from .buckets import iso
@@ -23,7 +23,7 @@ from .guard import RawGate, raw_span
 from .planner import KIND_OF_METRIC, BeyondHorizon, Plan, ReadyTables, plan
 from .query import MAX_SERIES_ROWS, StatsQuery
 
-_READY_TTL = 5.0
+_READY_TTL = HORIZONS_TTL_S  # a retention run waits for every worker to re-read its horizons
 
 
 @dataclass

@@ -37,12 +37,11 @@ from ..db import quote_ident
 from ..rollups.catalog import SES_BASE
 from ..rollups.ddl import all_tables
 from ..rollups.sessions import STATE_TABLE as SESSIONS
-from .state import STATE_TABLE, Horizons
+from .state import HORIZONS_TTL_S, STATE_TABLE, Horizons
 
 log = logging.getLogger("analytics.retention")
 
 LOCK_KEY = 4_004_004_012  # any fixed number; not the migrations' (4_004_004_004)
-READY_TTL_S = 5.0         # aggregation.service re-reads readiness and horizons this often
 BATCH_ROWS = 10_000
 BATCH_SESSIONS = 500   # ~0.4 s of row locks on those sessions per batch (measured: ~1,200 sessions/s)
 
@@ -76,7 +75,7 @@ def _iso(t: datetime | None) -> str | None:
 def publish_wait(settings: Settings) -> float:
     """How long a published horizon takes to reach every plan that could still run: the
     readiness TTL, then a plan may wait for a raw-read slot and for a connection."""
-    return READY_TTL_S + settings.read_raw_wait_s + settings.db_timeout + 1.0
+    return HORIZONS_TTL_S + settings.read_raw_wait_s + settings.db_timeout + 1.0
 
 
 def connect(settings: Settings) -> psycopg.Connection:

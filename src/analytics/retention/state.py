@@ -7,6 +7,10 @@ from datetime import datetime
 from psycopg import sql
 
 STATE_TABLE = "retention_state"
+# Workers re-read the horizons (with rollup readiness) this often; a run waits longer than that
+# between publishing a horizon and dropping what is before it. Read them from the primary: a
+# replica that catches up replays the publication and the drop in one go.
+HORIZONS_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
