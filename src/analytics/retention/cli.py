@@ -47,8 +47,8 @@ def main(argv: list[str]) -> int:
         print("another retention run holds the lock; try again later", file=sys.stderr)
         return 1
     d = report.as_log()
-    print(f"retention done in {d['seconds']}s: raw horizon {d['raw_horizon']}, rollup horizon "
-          f"{d['rollup_horizon']}")
+    print(f"retention done in {d['seconds']}s: raw horizon {d['raw_horizon'] or 'none'}, rollup horizon "
+          f"{d['rollup_horizon'] or 'none'}")
     print(f"  dropped {d['chunks_dropped']} raw chunk(s){': ' + ', '.join(report.chunks) if report.chunks else ''}")
     for table, n in report.rollup_rows.items():
         if n:
