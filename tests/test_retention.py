@@ -19,6 +19,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -139,7 +140,35 @@ def test_answers_stay_consistent_after_retention(env):
     seed_before = {d: client.get("/api/events/", params={**seed_params, "duration": d}).json()
                    for d in ("1 day", "1 week", "1 hour")}
 
-    out = _retention(env).stdout
+    # While the run publishes, waits and drops, questions that read raw events before the
+    # horizon are asked over and over: each answer is the one from before, or the 422; never one
+    # counted over raw events of which a part is already gone.
+    watched = [(k, p, b) for k, p, b in questions if _read_raw(b["meta"])
+               and TODAY - ROLLUP_DAYS * DAY <= datetime.fromisoformat(p["start"].replace("Z", "+00:00"))
+               < TODAY - (RAW_DAYS + 1) * DAY]
+    assert len(watched) >= 5
+    done, during = threading.Event(), {"same": 0, "refused": 0}
+
+    def watch() -> None:
+        with httpx.Client(base_url=env["server"].url, timeout=60) as c:
+            while not done.is_set():
+                for kind, params, before in watched:
+                    r = c.get(f"/api/v1/stats/{kind}", params=params)
+                    if r.status_code == 422:
+                        assert r.json()["detail"][0]["type"] == "retention_horizon", r.text
+                        during["refused"] += 1
+                    else:
+                        assert r.status_code == 200 and r.json()["results"] == before["results"], (params, r.text)
+                        during["same"] += 1
+
+    with ThreadPoolExecutor(1) as pool:
+        watcher = pool.submit(watch)
+        try:
+            out = _retention(env).stdout
+        finally:
+            done.set()
+        watcher.result()
+    assert during["same"] > 0 and during["refused"] > 0, during
     (raw_h, rollup_h) = conn.execute("SELECT raw_horizon, rollup_horizon FROM retention_state").fetchone()
     assert rollup_h == TODAY - ROLLUP_DAYS * DAY, out
     # 1-day chunks: the end of the newest chunk entirely older than now - RETENTION_DAYS
