@@ -145,6 +145,12 @@ class Settings:
     store_ip: bool = field(default_factory=lambda: config("STORE_IP", default=False, cast=bool))
     visitor_salt_refresh_s: float = field(
         default_factory=lambda: config("VISITOR_SALT_REFRESH_SECONDS", default=3600.0, cast=float))
+    # Retention (analytics.retention): days of raw events and of rollups to keep; 0 keeps them forever.
+    retention_days: float = field(default_factory=lambda: config("RETENTION_DAYS", default=0.0, cast=float))
+    rollup_retention_days: float = field(
+        default_factory=lambda: config("ROLLUP_RETENTION_DAYS", default=0.0, cast=float))
+    retention_interval_s: float = field(
+        default_factory=lambda: config("RETENTION_INTERVAL_SECONDS", default=86400.0, cast=float))
 
 
 def get_settings() -> Settings:

@@ -25,6 +25,8 @@ from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
 from .privacy.salts import SaltKeeper
+from .retention import check_settings as check_retention
+from .retention.worker import RetentionTask
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health, metrics, ratelimit
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     trusted_networks = parse_networks(settings.trusted_proxies)  # a bad entry fails the start, named
+    check_retention(settings)  # ROLLUP_RETENTION_DAYS < RETENTION_DAYS: refuse to start
     install_rollups()  # every stored event is folded into the rollups in the same statement
     metrics.configure(settings.metrics_enabled)
 
@@ -111,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.metrics_sampler.start()
         if settings.metrics_port:
             metrics.serve_port(settings.metrics_host, settings.metrics_port)
+        # Retention (when configured): one run per interval per database, whichever worker gets it.
+        state.retention = RetentionTask(settings)
+        state.retention.start(state.schema_ready)
         # Everything built so far (the app, its schemas, the libraries) lives as long as the
         # process: keep it out of the cyclic collector's full passes, whose pauses showed in
         # the single-event p99.
@@ -125,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.metrics_sampler.stop()
             await state.keys.stop()
             await state.salts.stop()
+            await state.retention.stop()
             await state.writer.stop()
             await state.pool.close()
             await state.write_pool.close()

@@ -9,7 +9,7 @@ from typing import Annotated, Callable, List, Literal, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..auth.guards import require_read
 from ..web.errors import validation_error
@@ -184,6 +184,10 @@ class StatsMeta(BaseModel):
     limit: Optional[int] = None
     offset: Optional[int] = None
     unique_visitors: Optional[str] = None  # what the metric means (service.VISITORS_NOTE)
+    raw_horizon: Optional[str] = Field(None, description="Raw events before this instant were dropped "
+                                                         "(RETENTION_DAYS); null: none were")
+    rollup_horizon: Optional[str] = Field(None, description="Nothing is kept before this instant "
+                                                            "(ROLLUP_RETENTION_DAYS); null: all is")
 
 
 class StatsResponse(BaseModel):
@@ -193,7 +197,7 @@ class StatsResponse(BaseModel):
 
 # Rules every stats endpoint enforces beyond what the schema states (web/rules.py).
 _RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "needs_group_by",
-          "requested_metric", "unknown_parameter")
+          "requested_metric", "unknown_parameter", "retention_horizon")
 
 
 def _doc(*rules: str) -> dict:
