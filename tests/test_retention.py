@@ -70,7 +70,7 @@ def env(db_url):
         rng = random.Random(12)
         events = ref.make_events(rng, [SPAN], 6000, sessions=300)  # sessions span the whole range
         rng.shuffle(events)
-        with httpx.Client(base_url=srv.url, timeout=120) as client:
+        with httpx.Client(base_url=srv.url, timeout=120, headers=srv.headers) as client:
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(lambda i: ref.post_batches(client, events[i:i + 200]), range(0, len(events), 200)))
             conn = connect(db_url, schema)
@@ -150,7 +150,7 @@ def test_answers_stay_consistent_after_retention(env):
     done, during = threading.Event(), {"same": 0, "refused": 0}
 
     def watch() -> None:
-        with httpx.Client(base_url=env["server"].url, timeout=60) as c:
+        with httpx.Client(base_url=env["server"].url, timeout=60, headers=env["server"].headers) as c:
             while not done.is_set():
                 for kind, params, before in watched:
                     r = c.get(f"/api/v1/stats/{kind}", params=params)
