@@ -52,7 +52,7 @@ def _load(conn) -> None:
         rows.append((uuid.uuid4(), t, f"/p/{i % 7}/{text}" if i % 4 else "/", None if i % 6 == 0 else "10.0.0.1",
                      None if i % 5 == 0 else f"UA {text}", None if i % 9 == 0 else f"https://ref{i % 3}.example/{text}",
                      "" if i % 8 == 0 else f"ref{i % 3}.example", None if i % 10 == 0 else f"s-{i % 40}",
-                     None if i % 7 == 0 else i % 300, None if i % 2 else text,
+                     None if i % 7 == 0 else i % 300, None if i % 3 == 1 else text,
                      ["Windows", "iOS", "Android", "Other"][i % 4], ["Chrome", "Safari", "Firefox"][i % 3],
                      ["desktop", "mobile", "tablet", "bot"][i % 4], i % 4 == 3))
     with conn.cursor() as cur:
@@ -173,7 +173,7 @@ def test_gzip_when_asked_streamed(export_server):
                   headers={"Accept-Encoding": "gzip"})
     assert r.status_code == 200
     assert r.headers["content-encoding"] == "gzip"
-    assert r.headers["vary"] == "Accept-Encoding"
+    assert "Accept-Encoding" in r.headers["vary"]
     assert "content-length" not in r.headers
     assert r.content == plain.content  # httpx decoded it
     # Read the bytes as sent (httpx would decode them itself).
