@@ -2,7 +2,7 @@
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
-history"), then the database is dropped (unless --keep is given); then the user-agent and the
+history"), the export benchmark on that database, then the database is dropped (unless --keep is given); then the user-agent and the
 fast-path benchmarks.
 """
 from __future__ import annotations
@@ -11,11 +11,11 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "ua", "fastpath")
+SUITES = ("ingest", "query", "export", "ua", "fastpath")
 
 
 def _all(rest: list[str]) -> int:
-    from bench import fastpath, ingest, query, ua
+    from bench import export, fastpath, ingest, query, ua
 
     keep = "--keep" in rest
     rest = [a for a in rest if a != "--keep"]
@@ -25,6 +25,7 @@ def _all(rest: list[str]) -> int:
     try:
         rc |= int(query.main(["--keep", "--db", db]) or 0)
         rc |= int(ingest.main([*rest, "--history", "--db", db]) or 0)
+        rc |= int(export.main(["--reuse", "--db", db]) or 0)  # rows/s and worker RSS on that database
     finally:
         if not keep:
             query._drop_database(db)

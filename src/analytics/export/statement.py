@@ -20,14 +20,19 @@ from ..aggregation.query import StatsQuery
 
 Format = Literal["ndjson", "csv"]
 
-# The fields of an event as GET /api/events/{id}/ answers them, in that order. `time` is UTC
-# ISO 8601 with microseconds and a Z; `is_bot` is true/false in both formats.
+# The fields of an event as GET /api/events/{id}/ answers them, in that order. `time` is UTC ISO
+# 8601 as the API writes it (2026-11-01T10:00:00.123456Z, no fraction when it is 0): timestamptz's
+# own output under SETTINGS, with two replaces (to_char was the costliest column: measured, about
+# a third of the whole CSV statement). `is_bot` is true/false in both formats.
 FIELDS: tuple[str, ...] = ("id", "time", "page", "ip_address", "user_agent", "referrer", "session_id",
                            "duration", "description", "os", "browser", "device", "is_bot")
-_COLUMNS = ", ".join(
-    """to_char(e.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time""" if f == "time"
-    else "e.is_bot::text AS is_bot" if f == "is_bot" else f"e.{f}" for f in FIELDS)
-# One JSON object per line, written by row_to_json (compact, nulls as null, is_bot a boolean).
+SETTINGS = ("SET LOCAL TimeZone = 'UTC'", "SET LOCAL DateStyle = 'ISO, YMD'")
+_TIME = "replace(replace(e.time::text, ' ', 'T'), '+00', 'Z') AS time"  # '+' is only in the offset
+_COLUMNS = ", ".join(_TIME if f == "time" else "e.is_bot::text AS is_bot" if f == "is_bot" else f"e.{f}"
+                     for f in FIELDS)
+# One JSON object per line, written by row_to_json (compact, nulls as null, is_bot a boolean). It
+# is measured as fast as concatenating to_json() of each text column (each call looks the type
+# up again on PostgreSQL 15), and it cannot get a field wrong.
 _JSON_COLUMNS = _COLUMNS.replace("e.is_bot::text AS is_bot", "e.is_bot")
 
 # NDJSON through COPY: CSV mode with a delimiter and a quote character that JSON text never holds

@@ -21,6 +21,7 @@ from psycopg import AsyncClientCursor
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
+from .statement import SETTINGS
 
 log = logging.getLogger("analytics.export")
 
@@ -92,6 +93,8 @@ class ExportStream:
                 # A long export is legitimate: not READ_STATEMENT_TIMEOUT_MS, its own limit
                 # (EXPORT_MAX_SECONDS); SET LOCAL ends with this transaction.
                 await conn.execute(f"SET LOCAL statement_timeout = {self.timeout_ms}")
+                for setting in SETTINGS:  # the output formats the statement relies on
+                    await conn.execute(setting)
                 async with AsyncClientCursor(conn).copy(self.statement, self.params) as copy:
                     await self._put(_STARTED)
                     buf = bytearray()
