@@ -22,7 +22,7 @@ from ..auth.guards import require_read
 from ..web.errors import validation_error
 from ..web.rules import rules_422
 from .statement import FIELDS, Format, copy_statement
-from .stream import ExportStream
+from .stream import ExportResponse, ExportStream
 
 router = APIRouter()
 
@@ -149,4 +149,4 @@ async def export_events(request: Request, p: Annotated[StatsParams, Depends(expo
                "X-Accel-Buffering": "no"}  # proxies: pass the stream on as it comes
     if gzip:
         headers["Content-Encoding"] = "gzip"
-    return StreamingResponse(stream.body(), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return ExportResponse(stream, media_type=MEDIA_TYPES[fmt], headers=headers)

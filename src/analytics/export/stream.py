@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from typing import AsyncIterator, Callable
 
 from psycopg import AsyncClientCursor
 from psycopg_pool import AsyncConnectionPool
+from starlette.responses import StreamingResponse
 
 from ..db import connection
 from .statement import SETTINGS
@@ -84,10 +86,17 @@ class ExportStream:
                 yield item
         finally:
             # A disconnect (the body is cancelled) or the end: stop the COPY if it still runs.
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the COPY if it still runs (idempotent): the response calls it however it ends,
+        also when it ends before the body was ever iterated (a disconnect right after the 200)."""
+        if self._task is not None:
             self._task.cancel()
 
     # -- producer ------------------------------------------------------------------------------
     async def _produce(self) -> None:
+        started = time.monotonic()
         try:
             async with connection(self.pool) as conn:
                 # A long export is legitimate: not READ_STATEMENT_TIMEOUT_MS, its own limit
@@ -107,11 +116,12 @@ class ExportStream:
                     await self._send(bytes(buf), final=True)
                 await conn.rollback()  # nothing to keep; ends the read's snapshot now
             await self._put(_END)
+            log.info("export finished", extra={"rows": self.rows,
+                                               "seconds": round(time.monotonic() - started, 3)})
         except asyncio.CancelledError:
             raise  # the body is gone: psycopg has cancelled the statement on the way out
         except BaseException as exc:  # noqa: BLE001 - handed to the body, which ends the response
-            if not isinstance(exc, _Stalled):
-                log.warning("export stopped: %s", type(exc).__name__)
+            log.warning("export stopped: %s", type(exc).__name__, extra={"rows": self.rows})
             self._fail(exc)
         finally:
             self._close()
@@ -144,6 +154,20 @@ class ExportStream:
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queue.put_nowait(exc)
+
+
+class ExportResponse(StreamingResponse):
+    """The stream's body, and the stream stopped however the response ends."""
+
+    def __init__(self, stream: ExportStream, **kwargs) -> None:
+        super().__init__(stream.body(), **kwargs)
+        self.stream = stream
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.stop()
 
 
 class _Stalled(Exception):
