@@ -301,3 +301,61 @@ def test_a_whole_export_of_many_rows(export_server):
             last = row["time"]
             n += 1
     assert n == BULK_ROWS
+
+
+def test_an_export_over_its_time_limit_ends_truncated(export_server, db_url):
+    """EXPORT_MAX_SECONDS bounds an export (here 1 s, with a client that waits 2 s before
+    reading): the transfer ends without its final chunk, so the client cannot take the part it
+    got for the whole; the query is gone and the slot is free again."""
+    srv, conn = export_server
+    limited = Server(db_url, srv.env["DB_SCHEMA"], env={"EXPORT_MAX_SECONDS": "1", "EXPORT_CONCURRENCY": "1"}).start()
+    try:
+        s = _open_export(limited.url)
+        time.sleep(2)
+        data = b""
+        s.settimeout(30)
+        while True:
+            piece = s.recv(1 << 20)
+            if not piece:
+                break
+            data += piece
+        s.close()
+        assert len(data) > 0  # it did stream before the limit
+        assert not data.endswith(b"0\r\n\r\n")  # no final chunk: a truncated transfer
+        assert data.count(b"\n") < BULK_ROWS
+        assert _wait_until(lambda: not _export_queries(conn), 2.0)
+        r = httpx.get(limited.url + "/api/v1/events/export", params=_range(page="/"))
+        assert r.status_code == 200 and r.content.count(b"\n") == len(_stored(conn, "page = '/'"))
+        assert "export stopped" in limited.log()
+    finally:
+        limited.stop()
+
+
+def test_the_statement_streams_without_sorting_the_range(export_server):
+    """The plan walks the time index in order (only rows of one instant are sorted, by id): a
+    plan that sorts the whole range first sends nothing until it is done (minutes and gigabytes
+    of sort for millions of rows)."""
+    from psycopg import ClientCursor
+
+    from analytics.aggregation.query import build_query
+    from analytics.export.statement import SETTINGS, copy_statement
+
+    _, conn = export_server
+    conn.execute("ANALYZE events")
+    for fmt, filters in (("ndjson", {}), ("csv", {}), ("ndjson", {"page": ["/", "/bulk/3"]}),
+                         ("csv", {"os": ["Linux"], "page_prefix": ["/bulk/"]})):
+        q = build_query("totals", interval=None, start="2019-01-01T00:00:00Z", end="2021-04-01T00:00:00Z",
+                        timezone_name="UTC", group_by=[], metrics=[], filters=filters, include_bots=True,
+                        order_by=None, limit=None, offset=0, compare=None, source="auto", max_buckets=100)
+        statement, params = copy_statement(q, fmt)
+        select = statement[len("COPY ("):statement.rindex(") TO STDOUT")]
+        with conn.transaction():
+            for setting in SETTINGS:
+                conn.execute(setting)
+            (plan,) = conn.execute("EXPLAIN (FORMAT JSON) " + ClientCursor(conn).mogrify(select, params)).fetchone()
+        nodes = _nodes(plan[0]["Plan"])
+        assert "Sort" not in nodes and "Gather Merge" not in nodes, (fmt, filters, nodes)
+
+
+def _nodes(plan: dict) -> list[str]:
+    return [plan["Node Type"]] + [n for child in plan.get("Plans", []) for n in _nodes(child)]
