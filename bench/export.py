@@ -5,13 +5,15 @@
 1. A database of its own (default `analytics_bench_export`, 1,000,000 events over 90 days made
    by the query benchmark's loader, bench/querydata.py; `--events 10000000` for the 10M figure),
    or, with `--reuse --db analytics_bench_query`, the query benchmark's (what `make bench` does).
-2. In-process, no HTTP: the same rows read by `COPY ... TO STDOUT` (what the service runs) and by
+2. In-process, no HTTP: the first million rows (at most) read by `COPY ... TO STDOUT` (what the service runs) and by
    a named (server-side) cursor fetching the same NDJSON lines 10,000 at a time: rows/s of each.
 3. The service (gunicorn, ONE worker, so every request lands on the worker measured): export
    1,000 rows, then every row, as NDJSON and as CSV, and CSV with gzip; rows/s and MB/s as the
    client receives them (one http.client connection, read in 1 MiB pieces, discarded). The
    worker's RSS (VmRSS) and peak RSS (VmHWM, from /proc) after the start, after 1,000 rows and
-   after all rows: flat means the peak does not grow with the row count.
+   after all rows: flat means the peak does not grow with the row count. And the worker's CPU
+   time per row (from /proc): what the service itself spends, whatever else runs on the machine
+   (the rest of the time is PostgreSQL formatting rows, and waiting for a core).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench import query as qb  # noqa: E402
 
+COMPARE_ROWS = 1_000_000
+
 
 def _z(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
@@ -46,6 +50,12 @@ def _proc_mem(pid: int) -> tuple[int, int]:
         if k in ("VmRSS", "VmHWM"):
             vals[k] = int(v.split()[0]) * 1024
     return vals["VmRSS"], vals["VmHWM"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a local process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _worker_pid(base: str) -> int:
@@ -146,10 +156,15 @@ def main(argv: list[str]) -> int:
             conn.execute("SELECT set_config('search_path', %s, false)", (f"{args.schema}, public",))
             n, first, last = conn.execute("SELECT count(*), min(time), max(time) FROM events").fetchone()
             (t1000,) = conn.execute("SELECT time FROM events ORDER BY time OFFSET 1000 LIMIT 1").fetchone()
+            # The in-process comparison reads at most COMPARE_ROWS rows (three passes of 10M would
+            # add minutes to `make bench` and say nothing more).
+            cmp_end = conn.execute("SELECT time FROM events ORDER BY time OFFSET %s LIMIT 1",
+                                   (COMPARE_ROWS,)).fetchone()
+            cmp_rows = COMPARE_ROWS if cmp_end else n
         start = first.replace(microsecond=0)
         end = datetime.fromtimestamp(int(last.timestamp()) + 1, timezone.utc)
         if not args.skip_compare:
-            asyncio.run(_copy_vs_cursor(url, args.schema, start, end, n))
+            asyncio.run(_copy_vs_cursor(url, args.schema, start, cmp_end[0] if cmp_end else end, cmp_rows))
         srv = Server(url, args.schema, workers=1, env={"LOG_LEVEL": "WARNING"},
                      log_path=Path(f"/tmp/bench-export-{os.getpid()}.log")).start()
         try:
@@ -157,7 +172,8 @@ def main(argv: list[str]) -> int:
             rss0, hwm0 = _proc_mem(pid)
             print(f"\nexport over HTTP (gunicorn, 1 worker, worker pid {pid}); {n:,} events in the database")
             print(f"  worker after start:                    RSS {rss0 / 2**20:6.1f} MiB, peak {hwm0 / 2**20:6.1f} MiB")
-            print(f"{'  export':40s} {'rows':>11s} {'seconds':>8s} {'rows/s':>10s} {'MB/s':>7s}  worker RSS / peak after")
+            print(f"{'  export':40s} {'rows':>11s} {'seconds':>8s} {'rows/s':>10s} {'MB/s':>7s} "
+                  f"{'worker CPU':>11s}  worker RSS / peak after")
             small = {"start": _z(start), "end": _z(t1000)}
             whole = {"start": _z(start), "end": _z(end)}
             for name, params, gz, rows in (
@@ -166,13 +182,16 @@ def main(argv: list[str]) -> int:
                     ("all rows, NDJSON", whole, False, n),
                     ("all rows, CSV", {**whole, "format": "csv"}, False, n),
                     ("all rows, CSV, gzip", {**whole, "format": "csv"}, True, n)):
+                cpu0 = _cpu_seconds(pid)
                 status, size, lines, dt = _export(srv.url, params, gz)
+                cpu = _cpu_seconds(pid) - cpu0
                 if status != 200:
                     raise SystemExit(f"{name}: HTTP {status}")
                 if not gz:
                     rows = lines - (1 if params.get("format") == "csv" else 0)
                 rss, hwm = _proc_mem(pid)
-                print(f"  {name:38s} {rows:11,d} {dt:8.2f} {rows / dt:10,.0f} {size / dt / 1e6:7.1f}  "
+                print(f"  {name:38s} {rows:11,d} {dt:8.2f} {rows / dt:10,.0f} {size / dt / 1e6:7.1f} "
+                      f"{cpu / rows * 1e6:6.2f} us/row  "
                       f"{rss / 2**20:6.1f} / {hwm / 2**20:6.1f} MiB")
         finally:
             srv.stop()
