@@ -2,8 +2,8 @@
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
-history"), the export benchmark on that database, then the database is dropped (unless --keep is given); then the user-agent and the
-fast-path benchmarks.
+history"), the export benchmark on that database, then the database is dropped (unless --keep
+is given); then the user-agent and the fast-path benchmarks.
 """
 from __future__ import annotations
 
