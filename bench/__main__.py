@@ -2,8 +2,8 @@
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
-history"), then the database is dropped (unless --keep is given); then the user-agent and the
-fast-path, key-check and metrics benchmarks.
+history"), the export benchmark on that database, then the database is dropped (unless --keep
+is given); then the user-agent, fast-path, key-check and metrics benchmarks.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors")
+SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors")
 
 
 def _all(rest: list[str]) -> int:
-    from bench import fastpath, ingest, keys, metrics, query, ua
+    from bench import export, fastpath, ingest, keys, metrics, query, ua
 
     keep = "--keep" in rest
     rest = [a for a in rest if a != "--keep"]
@@ -25,6 +25,7 @@ def _all(rest: list[str]) -> int:
     try:
         rc |= int(query.main(["--keep", "--db", db]) or 0)
         rc |= int(ingest.main([*rest, "--history", "--db", db]) or 0)
+        rc |= int(export.main(["--reuse", "--db", db]) or 0)  # rows/s and worker RSS on that database
     finally:
         if not keep:
             query._drop_database(db)

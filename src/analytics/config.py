@@ -108,6 +108,11 @@ class Settings:
         default_factory=lambda: config("READ_RAW_MIN_SECONDS", default=3600.0, cast=float))
     read_raw_wait_s: float = field(
         default_factory=lambda: config("READ_RAW_WAIT_SECONDS", default=1.0, cast=float))
+    # Exports (GET /api/v1/events/export): at most this many at once per worker (each holds a read
+    # connection and a database core), each at most this long (its own statement timeout).
+    export_concurrency: int = field(default_factory=lambda: config("EXPORT_CONCURRENCY", default=2, cast=int))
+    export_max_seconds: float = field(
+        default_factory=lambda: config("EXPORT_MAX_SECONDS", default=3600.0, cast=float))
     # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
     trusted_proxies: tuple[str, ...] = field(
         default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))

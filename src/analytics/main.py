@@ -20,6 +20,7 @@ from .auth.jwt import JwtVerifier
 from .auth.store import KeyStore
 from .config import Settings, get_settings
 from .db import make_pools
+from .export import router as export_router
 from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
+    app.include_router(export_router.router, prefix="/api/v1/events", tags=["export"])
     # The single event (the tracker's POST) has its own, small body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits={
         "/api/events/": (settings.max_event_bytes, "MAX_EVENT_BYTES")})

@@ -64,6 +64,12 @@ _HINTS = typing.get_type_hints(_declared, include_extras=True)
 _BASE = {n: p.replace(annotation=_HINTS[n]) for n, p in inspect.signature(_declared).parameters.items()}
 
 
+def parameters(*names: str) -> list[inspect.Parameter]:
+    """Some of the declared parameters, for another read route that takes them with the same
+    meaning, schema and checks (GET /api/v1/events/export: the range and the filters)."""
+    return [_BASE[n] for n in names]
+
+
 class StatsParams:
     """The validated parameters of one request (absent ones at their declared defaults)."""
 
