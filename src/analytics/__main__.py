@@ -4,6 +4,7 @@
   privacy   scrub stored IP addresses               (analytics.privacy.cli)
   migrate   schema migrations (also: python -m analytics.migrations)
   rollups   rebuild rollups  (also: python -m analytics.rollups)
+  import    load events from files: our export, or Umami's   (analytics.importer.cli)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ COMMANDS = {
     "privacy": "analytics.privacy.cli",
     "migrate": "analytics.migrations.__main__",
     "rollups": "analytics.rollups.__main__",
+    "import": "analytics.importer.cli",
 }
 
 

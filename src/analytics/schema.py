@@ -89,9 +89,10 @@ def current_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
     """Everything the code of this version expects, rendered from the Python helpers: what
     the migrations in `migrations/versions` must produce (tests/test_migrations.py compares the
     two catalogs). Startup does not run it: it runs the migrations."""
+    from .importer.ddl import import_ddl
     from .rollups import rollup_ddl
 
-    return events_ddl(schema, chunk_interval) + rollup_ddl(schema)
+    return events_ddl(schema, chunk_interval) + rollup_ddl(schema) + import_ddl(schema)
 
 
 async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings) -> DatabaseInfo:
