@@ -198,20 +198,20 @@ class Reader:
         for raw in self.stream.lines():
             self.line += 1
             if raw is None:
-                yield Row(self.line, self.stream.pos, None, ("", f"line is over {MAX_LINE_BYTES} bytes"))
+                yield Row(self.line, self.stream.pos, None, ("row", f"line is over {MAX_LINE_BYTES} bytes"))
                 continue
             if not raw.strip():
                 continue
             try:
                 value = json.loads(raw)
             except UnicodeDecodeError:
-                yield Row(self.line, self.stream.pos, None, ("", "not valid UTF-8"))
+                yield Row(self.line, self.stream.pos, None, ("row", "not valid UTF-8"))
                 continue
             except ValueError as exc:
-                yield Row(self.line, self.stream.pos, None, ("", f"not valid JSON: {exc}"))
+                yield Row(self.line, self.stream.pos, None, ("row", f"not valid JSON: {exc}"))
                 continue
             if not isinstance(value, dict):
-                yield Row(self.line, self.stream.pos, None, ("", "not a JSON object"))
+                yield Row(self.line, self.stream.pos, None, ("row", "not a JSON object"))
                 continue
             yield Row(self.line, self.stream.pos, value)
 
@@ -240,11 +240,11 @@ class Reader:
                 return
             except csv.Error as exc:
                 self.line = start_line + reader.line_num
-                yield Row(first, self.stream.pos, None, ("", f"not valid CSV: {exc}"))
+                yield Row(first, self.stream.pos, None, ("row", f"not valid CSV: {exc}"))
                 continue
             self.line = start_line + reader.line_num
             if too_long:
-                yield Row(too_long.pop(), self.stream.pos, None, ("", f"line is over {MAX_LINE_BYTES} bytes"))
+                yield Row(too_long.pop(), self.stream.pos, None, ("row", f"line is over {MAX_LINE_BYTES} bytes"))
                 continue
             if not values or values == [""]:
                 continue
