@@ -370,7 +370,7 @@ def test_live_ingestion_during_import_and_rollups_exact_after(db_url, source, bi
 
     t = threading.Thread(target=post)
     t.start()
-    proc = run_import(db_url, schema, big_file, "--chunk-rows", "2000", "--rebuild-days", "3",
+    proc = run_import(db_url, schema, big_file, "--chunk-rows", "2000", "--rebuild-events", "15000",
                       "--rejects", tmp_path / "r.csv")
     stop.set()
     t.join(120)

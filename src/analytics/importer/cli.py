@@ -171,28 +171,39 @@ class FileImport:
             self.rejects.pending.sort()
         raise RuntimeError("the database kept refusing a chunk")
 
-    async def rebuild_rollups(self, window_days: int, out) -> float:
-        """Rebuild the rollups of the days that received new rows, `window_days` at a time,
-        marking each window done; returns the seconds it took."""
+    async def rebuild_rollups(self, window_events: int, out) -> float:
+        """Rebuild the rollups of the days that received new rows, in windows of whole days
+        holding about `window_events` events each (a window holds writers for its duration:
+        the events in it, old and new, are what it costs), marking each window done; returns
+        the seconds it took."""
         t0 = time.perf_counter()
         days = sorted(self.cp.days)
-        windows: list[list[int]] = []
-        for d in days:
-            if windows and d - windows[-1][0] < window_days:
-                windows[-1].append(d)
-            else:
-                windows.append([d])
-        if not windows:
+        if not days:
             return 0.0
         with psycopg.connect(str(self.settings.database_url)) as sync:
             sync.execute("SELECT set_config('search_path', %s, false)", (f"{self.settings.db_schema}, public",))
+            per_day = dict(sync.execute(
+                """SELECT (extract(epoch FROM time_bucket('1 day', time)) / 86400)::int, count(*) FROM events
+                   WHERE time >= %s AND time < %s GROUP BY 1""",
+                (EPOCH + timedelta(days=days[0]), EPOCH + timedelta(days=days[-1] + 1))).fetchall())
             sync.commit()
+            windows: list[list[int]] = []
+            size = 0
+            for d in days:
+                n = per_day.get(d, 0)
+                if windows and size + n <= window_events:
+                    windows[-1].append(d)
+                    size += n
+                else:
+                    windows.append([d])
+                    size = n
             for i, w in enumerate(windows, 1):
                 start, end = EPOCH + timedelta(days=w[0]), EPOCH + timedelta(days=w[-1] + 1)
                 report = await asyncio.to_thread(rebuild, sync, start, end)
                 await ckpt.days_done(self.conn, self.cp.fingerprint, w)
                 print(f"import {self.inp.path.name}: rollups rebuilt for {start.date()} .. {end.date()} "
-                      f"({i}/{len(windows)}) in {report.seconds:.1f}s", file=out, flush=True)
+                      f"({i}/{len(windows)}, {sum(per_day.get(d, 0) for d in w):,} events) "
+                      f"in {report.seconds:.1f}s", file=out, flush=True)
         return time.perf_counter() - t0
 
 
@@ -230,7 +241,7 @@ async def import_file(settings: Settings, path: Path, args: argparse.Namespace, 
             progress.close()
             rejects.close()
         load_s = time.perf_counter() - t0
-        rebuild_s = await job.rebuild_rollups(args.rebuild_days, out)
+        rebuild_s = await job.rebuild_rollups(args.rebuild_events, out)
         await ckpt.set_phase(conn, fp, "done")
         rate = job.run_rows / load_s if load_s > 0 else 0.0
         where = f" (see {rejects.path})" if cp.rejected else ""
@@ -250,14 +261,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rejects", help="rejects file (default: FILE.rejects.csv beside FILE); one FILE only")
     ap.add_argument("--chunk-rows", type=int, default=10_000,
                     help="rows per transaction (and per checkpoint); default 10000")
-    ap.add_argument("--rebuild-days", type=int, default=7,
-                    help="UTC days of rollups rebuilt per transaction at the end; default 7")
+    ap.add_argument("--rebuild-events", type=int, default=200_000,
+                    help="events (old and new) per rollup-rebuild transaction at the end, in whole "
+                         "UTC days; writers wait for each one; default 200000")
     ap.add_argument("--restart", action="store_true", help="ignore the checkpoint: read from the top")
     args = ap.parse_args(argv)
     if args.rejects and len(args.files) > 1:
         ap.error("--rejects takes one FILE")
-    if args.chunk_rows < 1 or args.rebuild_days < 1:
-        ap.error("--chunk-rows and --rebuild-days must be at least 1")
+    if args.chunk_rows < 1 or args.rebuild_events < 1:
+        ap.error("--chunk-rows and --rebuild-events must be at least 1")
     for f in args.files:
         if not f.is_file():
             ap.error(f"{f}: no such file")

@@ -17,7 +17,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_LINE_BYTES = 1024 * 1024
@@ -31,8 +31,7 @@ class FormatError(ValueError):
     """The file as a whole cannot be read (not a reject of one row)."""
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     line: int  # the line the row starts on (1-based)
     end: int  # byte offset just after the row, in the decompressed stream
     fields: dict | None  # None when the row could not even be split into fields
