@@ -22,10 +22,14 @@ import asyncio
 import csv
 import io
 import os
+import queue
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 
@@ -101,6 +105,17 @@ async def _bad_rows(conn: psycopg.AsyncConnection, recs: list[EventRecord], offs
     return await _bad_rows(conn, recs[:mid], offset) + await _bad_rows(conn, recs[mid:], offset + mid)
 
 
+@dataclass
+class _Chunk:
+    records: list[EventRecord] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # the line of each record
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)
+    rows: int = 0
+    end: int = 0  # the byte offset after the chunk's last row
+    line: int = 0  # the last line read
+    disk: int = 0  # bytes of the file on disk read so far (progress)
+
+
 class FileImport:
     def __init__(self, conn: psycopg.AsyncConnection, settings: Settings, inp: Input,
                  cp: ckpt.Checkpoint, rejects: Rejects, chunk_rows: int, progress: Progress) -> None:
@@ -110,30 +125,76 @@ class FileImport:
                              timedelta(seconds=settings.max_clock_skew_s))
         self.run_rows = 0  # read by this run (a resumed run reads only the rest)
 
-    async def load(self) -> None:
+    def _chunks(self, stop: threading.Event) -> Iterator[_Chunk]:
+        """Read, parse and map the rest of the file, one chunk of --chunk-rows rows at a time."""
         reader = Reader(self.inp, self.cp.position, self.cp.line)
-        records: list[EventRecord] = []
-        lines: list[int] = []
-        rows = 0
         try:
+            chunk = _Chunk()
             for row in reader:
-                rows += 1
+                chunk.rows += 1
                 if row.fields is None:
-                    self.rejects.add(row.line, *row.error)
+                    chunk.rejects.append((row.line, *row.error))
                 else:
                     try:
-                        records.append(self.mapper.to_record(row.fields, row.line))
-                        lines.append(row.line)
+                        chunk.records.append(self.mapper.to_record(row.fields, row.line))
+                        chunk.lines.append(row.line)
                     except Reject as r:
-                        self.rejects.add(row.line, r.field, r.reason)
-                if rows >= self.chunk_rows:
-                    await self._commit(records, lines, rows, row.end, reader.line)
-                    self.progress.update(reader.disk_position(), self.run_rows)
-                    records, lines, rows = [], [], 0
-            await self._commit(records, lines, rows, reader.stream.pos, reader.line)
-            self.progress.update(self.inp.size, self.run_rows)
+                        chunk.rejects.append((row.line, r.field, r.reason))
+                if chunk.rows >= self.chunk_rows:
+                    chunk.end, chunk.line, chunk.disk = row.end, reader.line, reader.disk_position()
+                    yield chunk
+                    if stop.is_set():
+                        return
+                    chunk = _Chunk()
+            chunk.end, chunk.line, chunk.disk = reader.stream.pos, reader.line, self.inp.size
+            yield chunk
         finally:
             reader.close()
+
+    async def load(self) -> None:
+        """Parse in a thread while the database stores the chunk before (the two overlap: the
+        database's work is in its own process), commit chunks in order."""
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for c in self._chunks(stop):
+                    while not stop.is_set():
+                        try:
+                            chunks.put(c, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                chunks.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                chunks.put(exc)
+
+        producer = threading.Thread(target=produce, name="import-reader", daemon=True)
+        producer.start()
+        try:
+            while True:
+                c = await asyncio.to_thread(chunks.get)
+                if c is None:
+                    return
+                if isinstance(c, BaseException):
+                    raise c
+                for r in c.rejects:
+                    self.rejects.add(*r)
+                await self._commit(c.records, c.lines, c.rows, c.end, c.line)
+                self.progress.update(c.disk, self.run_rows)
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock it, wherever it is
+                try:
+                    chunks.get_nowait()
+                except queue.Empty:
+                    pass
+                producer.join(0.05)
+            try:  # and a reader of the queue still waiting in its thread
+                chunks.put_nowait(None)
+            except queue.Full:
+                pass
 
     async def _commit(self, records: list[EventRecord], lines: list[int], rows: int,
                       end: int, line: int) -> None:
