@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import csv
 import io
+import logging
 import os
 import queue
 import sys
@@ -170,6 +171,8 @@ class FileImport:
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 chunks.put(exc)
 
+        if self.cp.position:
+            self.progress.start_at(self._disk_at(self.cp.position))
         producer = threading.Thread(target=produce, name="import-reader", daemon=True)
         producer.start()
         try:
@@ -182,7 +185,7 @@ class FileImport:
                 for r in c.rejects:
                     self.rejects.add(*r)
                 await self._commit(c.records, c.lines, c.rows, c.end, c.line)
-                self.progress.update(c.disk, self.run_rows)
+                self.progress.update(c.disk, self.cp.rows_read, self.run_rows)
         finally:
             stop.set()
             while producer.is_alive():  # unblock it, wherever it is
@@ -195,6 +198,13 @@ class FileImport:
                 chunks.put_nowait(None)
             except queue.Full:
                 pass
+
+    def _disk_at(self, position: int) -> int:
+        """Bytes on disk behind `position` of the decompressed stream (for a gzip file, an
+        estimate: the same fraction of the file)."""
+        if not self.inp.gzip:
+            return position
+        return 0
 
     async def _commit(self, records: list[EventRecord], lines: list[int], rows: int,
                       end: int, line: int) -> None:
@@ -336,6 +346,8 @@ def main(argv: list[str]) -> int:
             ap.error(f"{f}: no such file")
     settings = get_settings()
     out = sys.stderr
+    # psycopg's warnings about the rollback a Ctrl-C interrupts say nothing the message below does not.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     try:
         asyncio.run(bootstrap_with_retry(settings))  # the schema at head (the checkpoint table)
         failed = 0

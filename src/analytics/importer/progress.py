@@ -26,18 +26,27 @@ class Progress:
     def rate(self) -> float:
         return self.rows / max(1e-9, time.monotonic() - self.t0)
 
-    def update(self, disk_bytes: int, rows: int) -> None:
-        self.rows = rows
+    def start_at(self, disk_bytes: int) -> None:
+        """A resumed import: the part of the file before this is not this run's work."""
+        self.base = self.done_bytes = disk_bytes
+        if self.bar is not None:
+            self.bar.reset(self.total)
+            self.bar.update(disk_bytes)
+
+    def update(self, disk_bytes: int, total_rows: int, run_rows: int) -> None:
+        """`total_rows` read from the file so far (resumed runs included), `run_rows` by this run."""
+        self.rows = run_rows
         if self.bar is not None:
             self.bar.update(max(0, disk_bytes - self.done_bytes))
-            self.bar.set_postfix_str(f"{rows:,} rows, {self.rate():,.0f} rows/s", refresh=False)
+            self.bar.set_postfix_str(f"{total_rows:,} rows, {self.rate():,.0f} rows/s", refresh=False)
         elif time.monotonic() - self.last >= self.every_s:
             self.last = time.monotonic()
-            frac = min(1.0, disk_bytes / self.total)
+            base = getattr(self, "base", 0)
+            frac = min(1.0, max(0, disk_bytes - base) / max(1, self.total - base))
             elapsed = self.last - self.t0
             eta = f"{elapsed * (1 - frac) / frac:.0f}s" if frac > 0 else "?"
-            print(f"import {self.label}: {rows:,} rows, {self.rate():,.0f} rows/s, {frac:.0%} of the file, "
-                  f"ETA {eta}", file=self.out, flush=True)
+            print(f"import {self.label}: {total_rows:,} rows, {self.rate():,.0f} rows/s, "
+                  f"{min(1.0, disk_bytes / self.total):.0%} of the file, ETA {eta}", file=self.out, flush=True)
         self.done_bytes = max(self.done_bytes, disk_bytes)
 
     def close(self) -> None:
