@@ -64,10 +64,11 @@ async def load(conn: psycopg.AsyncConnection, fp: str) -> Checkpoint | None:
 
 
 async def start(conn: psycopg.AsyncConnection, cp: Checkpoint) -> None:
-    """A fresh checkpoint for this file (replacing an old one: --restart, or a finished import)."""
+    """A fresh checkpoint for this file (replacing an old one: --restart, or a finished import).
+    `cp.days` carries over the days an interrupted run loaded and did not rebuild yet."""
     await conn.execute(sql.SQL("DELETE FROM {} WHERE fingerprint = %s").format(_T), (cp.fingerprint,))
-    await conn.execute(sql.SQL("INSERT INTO {} (fingerprint, path, format) VALUES (%s, %s, %s)").format(_T),
-                 (cp.fingerprint, cp.path, cp.format))
+    await conn.execute(sql.SQL("INSERT INTO {} (fingerprint, path, format, days) VALUES (%s, %s, %s, %s)").format(_T),
+                       (cp.fingerprint, cp.path, cp.format, cp.days))
 
 
 PROGRESS_SQL = sql.SQL("""UPDATE {} SET position = %(position)s, line = %(line)s,

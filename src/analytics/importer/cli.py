@@ -10,10 +10,12 @@ never stop the import.
 
 Rollups: the raw rows are loaded without the per-statement rollup hooks (this process does not
 install them), and at the end the rollups of the UTC days that received new rows are rebuilt
-from raw (rollups/rebuild.py), a few days per transaction. Measured (README, "Import"): the
-hooks would cost more per row than the whole load, and a rebuild is exact by construction.
-Live ingestion goes on meanwhile: its events fold into the rollups as always, and each
-rebuild window holds writers only for its own duration (they queue and retry).
+from raw (rollups/rebuild.py), in whole days of about --rebuild-events events per transaction.
+Measured with `python -m bench import` (bench/README.md): maintaining the rollups row by row
+with the hooks made the load about 3x slower, more than the load plus the rebuild; and a
+rebuild is exact by construction. Live ingestion goes on meanwhile: its events fold into the
+rollups as always, and each rebuild transaction holds writers only for its own duration
+(they queue and retry).
 """
 from __future__ import annotations
 
@@ -294,7 +296,10 @@ async def import_file(settings: Settings, path: Path, args: argparse.Namespace, 
                   file=out, flush=True)
             return cp
         if cp is None or args.restart or cp.format != inp.fmt:
-            cp = ckpt.Checkpoint(fp, str(path.resolve()), inp.fmt)
+            # Days loaded by an interrupted run still need their rebuild, even if every row is
+            # a duplicate this time.
+            pending = list(cp.days) if cp is not None else []
+            cp = ckpt.Checkpoint(fp, str(path.resolve()), inp.fmt, days=pending)
             await ckpt.start(conn, cp)
         elif cp.phase == "load" and cp.position:
             print(f"import {path}: resuming at line {cp.line + 1:,} ({cp.rows_read:,} rows done)",
