@@ -286,6 +286,12 @@ def test_umami_export_is_mapped(db_url, source):
         ("6a5b4c3d-2e1f-4a0b-8c8d-7e6f5a4b3c26", t(5, 5, 12, 0, 0), "/docs/start", "", "", "", "", S2, None, "",
          "Android", "Samsung Internet", "tablet", False),
     ]
+    # --umami-sessions visit: Umami's visits become the sessions
+    visits = fresh_schema(source)
+    proc = run_import(db_url, visits, path, "--umami-sessions", "visit", "--rejects", source["dir"] / "v.csv")
+    assert proc.returncode == 0, proc.stderr
+    with connect(db_url, visits) as conn:
+        assert conn.execute("SELECT session_id FROM events ORDER BY time").fetchall() == [(V1,), (V1,), (V2,), (V2,), (V2,)]
 
 
 # -- resume --------------------------------------------------------------------------------------

@@ -121,11 +121,12 @@ class _Chunk:
 
 class FileImport:
     def __init__(self, conn: psycopg.AsyncConnection, settings: Settings, inp: Input,
-                 cp: ckpt.Checkpoint, rejects: Rejects, chunk_rows: int, progress: Progress) -> None:
+                 cp: ckpt.Checkpoint, rejects: Rejects, chunk_rows: int, progress: Progress,
+                 umami_session: str = "session_id") -> None:
         self.conn, self.settings, self.inp, self.cp = conn, settings, inp, cp
         self.rejects, self.chunk_rows, self.progress = rejects, chunk_rows, progress
         self.mapper = Mapper(inp.fmt, UserAgentCache(settings.ua_cache_size),
-                             timedelta(seconds=settings.max_clock_skew_s))
+                             timedelta(seconds=settings.max_clock_skew_s), umami_session=umami_session)
         self.run_rows = 0  # read by this run (a resumed run reads only the rest)
 
     def _chunks(self, stop: threading.Event) -> Iterator[_Chunk]:
@@ -307,7 +308,8 @@ async def import_file(settings: Settings, path: Path, args: argparse.Namespace, 
         rejects = Rejects(Path(args.rejects) if args.rejects else path.with_name(path.name + ".rejects.csv"),
                           cp.rejects_bytes)
         progress = Progress(path.name, inp.size, out=out)
-        job = FileImport(conn, settings, inp, cp, rejects, args.chunk_rows, progress)
+        job = FileImport(conn, settings, inp, cp, rejects, args.chunk_rows, progress,
+                         umami_session=f"{args.umami_sessions}_id")
         t0 = time.perf_counter()
         try:
             if cp.phase == "load":
@@ -340,6 +342,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rebuild-events", type=int, default=200_000,
                     help="events (old and new) per rollup-rebuild transaction at the end, in whole "
                          "UTC days; writers wait for each one; default 200000")
+    ap.add_argument("--umami-sessions", choices=("session", "visit"), default="session",
+                    help="what becomes session_id for an Umami export: its session_id (a visitor, "
+                         "about a month) or its visit_id (one visit); default session")
     ap.add_argument("--restart", action="store_true", help="ignore the checkpoint: read from the top")
     args = ap.parse_args(argv)
     if args.rejects and len(args.files) > 1:

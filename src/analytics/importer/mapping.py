@@ -69,8 +69,10 @@ class Mapper:
     """Rows of one format to EventRecords. `now` bounds `time` from above (clock skew allowed)."""
 
     def __init__(self, fmt: str, ua_cache: UserAgentCache, max_skew: timedelta,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 umami_session: str = "session_id") -> None:
         self.fmt = fmt
+        self.umami_session = umami_session  # or "visit_id": Umami's visits (30 minutes) as sessions
         self.ua_cache = ua_cache
         self.max_skew = max_skew
         self.now = now
@@ -142,9 +144,10 @@ class Mapper:
         # event_type 2 is a custom event: its name is what our schema can hold of it today.
         description = g("event_name") if g("event_type") == "2" else ""
         body = {"id": g("event_id") or None, "time": g("created_at") or None, "page": row.get("url_path", ""),
-                "referrer": referrer, "session_id": g("session_id") or None, "description": description}
+                "referrer": referrer, "session_id": g(self.umami_session) or None, "description": description}
         ev = self._validate(body, {"id": "event_id", "time": "created_at", "page": "url_path",
-                                   "referrer": "referrer_path", "description": "event_name"})
+                                   "referrer": "referrer_path", "description": "event_name",
+                                   "session_id": self.umami_session})
         if ev.id is None:
             raise Reject("event_id", "required")
         host = referrer_host(ev.referrer)
