@@ -74,6 +74,8 @@ class Rejects:
         """Write what is pending; the file's size."""
         if self.pending:
             if self.f is None:
+                if not self.path.exists():
+                    self.keep = 0  # removed since the last run: start it again
                 self.f = open(self.path, "r+b" if self.path.exists() else "w+b")
                 self.f.truncate(self.keep)
                 self.f.seek(0, os.SEEK_END)
