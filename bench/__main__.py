@@ -11,7 +11,8 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors")
+SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
+          "retention", "import")
 
 
 def _all(rest: list[str]) -> int:
@@ -47,7 +48,8 @@ def main(argv: list[str]) -> int:
     if name not in SUITES:
         print(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(f"bench.{name}").main(rest) or 0)
+    module = "importer" if name == "import" else name  # `import` is a keyword
+    return int(importlib.import_module(f"bench.{module}").main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..aggregation.query import build_query
 from ..aggregation.router import StatsParams, parameters
 from ..auth.guards import require_read
+from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.errors import validation_error
 from ..web.rules import rules_422
 from .statement import FIELDS, Format, copy_statement
@@ -108,7 +109,8 @@ def _stamp(t: datetime) -> str:
 
 
 @router.get(
-    "/export", response_class=StreamingResponse, dependencies=[Depends(require_read)],
+    "/export", response_class=StreamingResponse,
+    dependencies=[Depends(require_read), Depends(limit_read)],  # an export costs one read request
     summary="Stream the events of a range as NDJSON or CSV",
     responses={
         200: {"description": "The events in (time, id) order: " + ", ".join(FIELDS) + ". Streamed "
@@ -118,6 +120,7 @@ def _stamp(t: datetime) -> str:
                           "text/csv": {"schema": {"type": "string"}}}},
         401: {"description": "No valid key or token (reads need the `read` scope)"},
         403: {"description": "The key lacks the `read` scope"},
+        429: RESPONSE_429,
         422: rules_422("calendar_date", "date_range", "range_order", "unknown_parameter",
                        description="A parameter is invalid (named in detail.loc)"),
         503: {"description": "EXPORT_CONCURRENCY exports are already running in this worker "
