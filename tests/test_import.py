@@ -50,8 +50,10 @@ def _env(db_url: str, schema: str) -> dict:
 
 
 def events_rows(conn) -> list[str]:
-    """Every stored event, every column, as text, in a stable order."""
-    return [r[0] for r in conn.execute("SELECT to_jsonb(e)::text FROM events e ORDER BY id, time")]
+    """Every stored event, every column but visitor_id, as text, in a stable order. (visitor_id
+    is a pseudonym of the day an event arrived live, made from an address that is not stored:
+    no file carries it, and imported events have none.)"""
+    return [r[0] for r in conn.execute("SELECT (to_jsonb(e) - 'visitor_id')::text FROM events e ORDER BY id, time")]
 
 
 def rollup_snapshot(conn) -> dict[str, list]:
@@ -61,6 +63,8 @@ def rollup_snapshot(conn) -> dict[str, list]:
         "AND tablename <> 'rollup_meta' ORDER BY 1")]
     out = {}
     for t in tables:
+        if "_vis_" in t:
+            continue  # visitors: live ingestion only (see events_rows)
         where = "WHERE n <> 0" if "_ses_" in t else ""  # moved first-seen transitions leave zero rows
         out[t] = [r[0] for r in conn.execute(f'SELECT r::text FROM "{t}" r {where} ORDER BY 1')]
     out["rollup_sessions"] = sorted(
