@@ -279,15 +279,15 @@ def test_umami_export_is_mapped(db_url, source):
             session_id, duration, description, os, browser, device, is_bot FROM events ORDER BY time""").fetchall()
     t = lambda *a: datetime(YEAR, *a, tzinfo=UTC)  # noqa: E731
     assert got == [
-        ("0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c60", t(5, 3, 10, 15, 42, 123000), "/pricing", "", "",
-         "https://www.google.com/search?q=analytics", "google.com", S1, None, "", "Windows", "Chrome", "desktop", False),
-        ("1b0c9d8e-7f6a-4b5c-9d3e-2f1a0b9c8d71", t(5, 3, 10, 16, 5), "/pricing", "", "", "", "", S1, None,
+        ("0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c60", t(5, 3, 10, 15, 42, 123000), "/pricing", None, "",
+         "https://www.google.com/search", "google.com", S1, None, "", "Windows", "Chrome", "desktop", False),
+        ("1b0c9d8e-7f6a-4b5c-9d3e-2f1a0b9c8d71", t(5, 3, 10, 16, 5), "/pricing", None, "", "", "", S1, None,
          "signup-click", "Windows", "Chrome", "desktop", False),
-        ("2c1d0e9f-8a7b-4c6d-8e4f-3a2b1c0d9e82", t(5, 4, 8, 0, 0), "/blog/post-1", "", "", "", "", S2, None, "",
+        ("2c1d0e9f-8a7b-4c6d-8e4f-3a2b1c0d9e82", t(5, 4, 8, 0, 0), "/blog/post-1", None, "", "", "", S2, None, "",
          "iOS", "Mobile Safari", "mobile", False),
-        ("3d2e1f0a-9b8c-4d7e-9f5a-4b3c2d1e0f93", t(5, 4, 9, 30, 0), "/", "", "", "https://news.ycombinator.com/path",
+        ("3d2e1f0a-9b8c-4d7e-9f5a-4b3c2d1e0f93", t(5, 4, 9, 30, 0), "/", None, "", "https://news.ycombinator.com/path",
          "news.ycombinator.com", S2, None, "", "ChromeOS", "beaker", "desktop", False),
-        ("6a5b4c3d-2e1f-4a0b-8c8d-7e6f5a4b3c26", t(5, 5, 12, 0, 0), "/docs/start", "", "", "", "", S2, None, "",
+        ("6a5b4c3d-2e1f-4a0b-8c8d-7e6f5a4b3c26", t(5, 5, 12, 0, 0), "/docs/start", None, "", "", "", S2, None, "",
          "Android", "Samsung Internet", "tablet", False),
     ]
     # --umami-sessions visit: Umami's visits become the sessions

@@ -6,7 +6,7 @@ only MAX_EVENT_AGE_DAYS back; still not in the future), and the classification c
 own export (os, browser, device, is_bot) are kept as exported rather than derived again.
 
 Umami's `website_event` export (one row per page view or custom event) maps as README says:
-url_path -> page, referrer_domain + referrer_path (+ query) -> referrer, created_at -> time,
+url_path -> page, referrer_domain + referrer_path -> referrer (no query: privacy), created_at -> time,
 event_id -> id, session_id -> session_id, browser/os/device as Umami recorded them (it exports
 no user agent) in this service's vocabulary, and a custom event's event_name -> description
 (custom event names and properties get their own columns with issue 11). Umami keeps no
@@ -139,12 +139,11 @@ class Mapper:
         g = lambda k: (row.get(k) or "").strip()  # noqa: E731
         if not g("url_path"):
             raise Reject("url_path", "required")
-        domain, rpath, rquery = g("referrer_domain"), g("referrer_path"), g("referrer_query")
+        domain, rpath = g("referrer_domain"), g("referrer_path")
         referrer = ""
         if domain or rpath:
+            # without referrer_query: referrers are stored without their query (privacy)
             referrer = (f"https://{domain}" if domain else "") + (rpath or ("/" if domain else ""))
-            if rquery:
-                referrer += "?" + rquery.lstrip("?")
         # event_type 2 is a custom event: its name is what our schema can hold of it today.
         description = g("event_name") if g("event_type") == "2" else ""
         body = {"id": g("event_id") or None, "time": g("created_at") or None, "page": row.get("url_path", ""),
