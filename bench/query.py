@@ -107,6 +107,22 @@ def _rebuild(url: str) -> None:
     print(f"(rebuild wall time {time.perf_counter() - t0:.0f}s)", flush=True)
 
 
+def _sizes(url: str, n: int) -> None:
+    """Disk per million events: the raw hypertable (with its indexes) and every rollup table
+    (the agg/dur families, first-seen sessions and session state), for the scaling guide."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        raw = conn.execute("SELECT hypertable_size(format('%%I.events', %s::text)::regclass)", (SCHEMA,)).fetchone()[0]
+        rollups = conn.execute("""SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0), count(*)
+                                  FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+                                  WHERE s.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'rollup%%'""",
+                               (SCHEMA,)).fetchone()
+    per_m = 1_000_000 / max(1, n)
+    print(f"\ndisk: raw events (hypertable_size, with indexes) {raw / 2**20:,.0f} MiB = "
+          f"{raw * per_m / 2**20:,.0f} MiB per million events; rollups ({rollups[1]} tables, "
+          f"pg_total_relation_size) {rollups[0] / 2**20:,.0f} MiB = {rollups[0] * per_m / 2**20:,.0f} MiB "
+          f"per million events", flush=True)
+
+
 def _questions(end: datetime) -> list[dict]:
     z = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
     d30, d7, h24, d90 = (end - timedelta(days=30), end - timedelta(days=7), end - timedelta(hours=24),
@@ -318,6 +334,7 @@ def main(argv: list[str]) -> int:
             conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
             (n, last) = conn.execute("SELECT count(*), max(time) FROM events").fetchone()
         end = last.replace(hour=0, minute=0, second=0, microsecond=0)  # the last whole UTC day
+        _sizes(url, n)
         questions = [q for q in _questions(end) if args.only in q["name"]]
         srv = Server(url, SCHEMA, workers=2, env={"STATS_CACHE_TTL_SECONDS": "0", "LOG_LEVEL": "WARNING"},
                      log_path=Path(f"/tmp/bench-query-{os.getpid()}.log")).start()
