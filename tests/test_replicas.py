@@ -70,7 +70,7 @@ class Reader(threading.Thread):
                 time.sleep(0.02)
 
 
-def _wait_served_by(c: httpx.Client, name: str, timeout: float = 60, **params) -> dict:
+def _wait_served_by(c: httpx.Client, name: str, timeout: float = 120, **params) -> dict:
     deadline = time.monotonic() + timeout
     body = None
     while time.monotonic() < deadline:
@@ -86,15 +86,15 @@ def _wait_served_by(c: httpx.Client, name: str, timeout: float = 60, **params) -
 def test_reads_go_to_the_replica_and_back_to_the_primary_when_it_stops(db_url, replica_url):
     url, env = replica_url
     schema = new_schema_name("test_replica")
-    interval = 0.5
+    interval, max_lag = 0.5, 5
     srv = Server(db_url, schema, env={"DATABASE_READ_URLS": url, "READ_HEALTH_INTERVAL_SECONDS": str(interval),
-                                      "STATS_CACHE_TTL_SECONDS": "0"}).start()
+                                      "READ_MAX_LAG_SECONDS": str(max_lag), "STATS_CACHE_TTL_SECONDS": "0"}).start()
     reader = None
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             # Served by the replica once it has replayed the schema the server made.
             body = _wait_served_by(c, "replica-1")
-            assert 0 <= body["meta"]["replay_lag_seconds"] <= 10
+            assert 0 <= body["meta"]["replay_lag_seconds"] <= max_lag
             ready = c.get("/readyz").json()
             assert ready["read_replicas"] == [{"name": "replica-1", "usable": True,
                                                "replay_lag_seconds": ready["read_replicas"][0]["replay_lag_seconds"],
@@ -112,6 +112,21 @@ def test_reads_go_to_the_replica_and_back_to_the_primary_when_it_stops(db_url, r
             seed = c.get("/api/events/", params={"duration": "1 day", "pages": page})
             assert seed.status_code == 200 and seed.headers["x-served-by"] == "replica-1"
             assert [r["count"] for r in seed.json()] == [1]
+
+            # Replay paused: once its lag passes READ_MAX_LAG_SECONDS it is skipped (the primary
+            # answers, with the new event); resumed, it is used again and has the event too.
+            with psycopg.connect(url, autocommit=True) as rconn:
+                rconn.execute("SELECT pg_wal_replay_pause()")
+                try:
+                    page2 = page + "-paused"
+                    assert c.post("/api/events/", json={"page": page2, "time": _now()}).status_code == 201
+                    body = _wait_served_by(c, "primary", timeout=max_lag + interval + 10, page=page2)
+                    assert body["results"][0]["events"] == 1
+                    assert c.get("/readyz").json()["read_replicas"][0]["reason"].startswith("lagging more than")
+                finally:
+                    rconn.execute("SELECT pg_wal_replay_resume()")
+            body = _wait_served_by(c, "replica-1", page=page2)
+            assert body["results"][0]["events"] == 1
 
             # The replica stops while reads keep coming: every read is answered, by the primary.
             reader = Reader(srv.url)
