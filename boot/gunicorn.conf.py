@@ -15,3 +15,36 @@ chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Gunicorn 27's control socket defaults to one path per user; several servers on one machine
 # (tests, benchmarks) would fight over it, and we do not use it.
 control_socket_disable = True
+
+# Prometheus metrics of every worker, summed (prometheus-client's multiprocess mode; see
+# src/analytics/web/metrics.py). The directory must be set before any worker imports the client,
+# hence here, in the master, at configuration time: a fresh one per master, removed at exit,
+# unless the operator set PROMETHEUS_MULTIPROC_DIR (then its old files are removed at start:
+# values of a previous run must not be added to this one's).
+import atexit
+import glob
+import shutil
+import tempfile
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(_stale)
+else:
+    # In memory where there is a tmpfs for it: the workers write these files on every request.
+    _metrics_dir = tempfile.mkdtemp(prefix="analytics-metrics-",
+                                    dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+    _master_pid = os.getpid()
+
+    @atexit.register
+    def _remove_metrics_dir() -> None:
+        if os.getpid() == _master_pid:  # workers (forked) run atexit too; only the master owns it
+            shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (queue depth, pool connections, breaker) leave the sums; its
+    counters stay (they count what happened)."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)

@@ -116,6 +116,11 @@ class Settings:
     # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
     trusted_proxies: tuple[str, ...] = field(
         default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))
+    # Prometheus metrics (web/metrics.py): GET /metrics behind `admin`; METRICS_PORT (0: off) also
+    # serves them without a key on METRICS_HOST, which should stay a loopback address.
+    metrics_enabled: bool = field(default_factory=lambda: config("METRICS_ENABLED", default=True, cast=bool))
+    metrics_port: int = field(default_factory=lambda: config("METRICS_PORT", default=0, cast=int))
+    metrics_host: str = field(default_factory=lambda: config("METRICS_HOST", default="127.0.0.1"))
 
 
 def get_settings() -> Settings:

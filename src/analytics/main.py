@@ -26,6 +26,7 @@ from .ingestion.writer import EventWriter
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health
+from .web import metrics
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
 from .web.looplag import LoopLagMonitor
@@ -37,13 +38,14 @@ _WARM_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML
             "Chrome/124.0.0.0 Safari/537.36")
 
 # Paths that work without the database.
-_NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc"}
+_NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", "/metrics"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     install_rollups()  # every stored event is folded into the rollups in the same statement
+    metrics.configure(settings.metrics_enabled)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.writer.start()
         state.loop_lag = LoopLagMonitor()
         state.loop_lag.start()
+        state.metrics_sampler = metrics.Sampler(state)
+        state.metrics_sampler.start()
+        if settings.metrics_port:
+            metrics.serve_port(settings.metrics_host, settings.metrics_port)
         # Everything built so far (the app, its schemas, the libraries) lives as long as the
         # process: keep it out of the cyclic collector's full passes, whose pauses showed in
         # the single-event p99.
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             boot_task.cancel()
             warm_ua.cancel()
             await state.loop_lag.stop()
+            await state.metrics_sampler.stop()
             await state.writer.stop()
             await state.reads.close()
             await state.pool.close()
@@ -115,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SchemaReadyMiddleware, no_db_paths=_NO_DB_PATHS)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     ingestion_router.document_batch_limit(settings.batch_max_events)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
@@ -125,5 +133,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # CORS outside the body limit, so that a browser tracker can read a 413 too.
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
+                       observe=metrics.RequestMetrics().observe if settings.metrics_enabled else None)
     return app

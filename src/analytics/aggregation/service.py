@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from ..db import connection
 from ..replicas import ReadRouter, ReadTarget
 from ..rollups.ddl import META_TABLE
+from ..web import metrics
 from ..web.errors import validation_error
 from .buckets import iso
 from .builder import Builder
@@ -152,8 +153,10 @@ class StatsService:
         key = q.cache_key()
         hit = self.cache.get(key)
         if hit is not None:
+            metrics.stats_cache("hit")
             return Answer(hit, True)
         body, shared = await self.flight.run(key, lambda: self._compute(key, q))
+        metrics.stats_cache("shared" if shared else "miss")
         return Answer(body, False, shared)
 
     async def _compute(self, key, q: StatsQuery) -> bytes:
@@ -171,6 +174,7 @@ class StatsService:
             async with connection(target.pool) as conn:
                 async with read_snapshot(conn, not _single_statement(q)):
                     body = await self._run(conn, q, ready, plans)
+        metrics.stats_sources(plans)
         return _served(body, target)
 
     async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None,

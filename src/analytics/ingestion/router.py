@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..db import DatabaseUnavailable
+from ..web import metrics
 from ..web.errors import unavailable_response
 from ..web.fastpath import fast
 from ..web.rules import rules_422
@@ -62,7 +63,28 @@ def document_batch_limit(max_events: int) -> None:
     _BATCH_SCHEMA["maxItems"] = max_events
 
 
-def _rejected(exc: bodies.BodyRejected) -> JSONResponse:
+async def _submit(state, records, endpoint: str) -> list[bool]:
+    """writer.submit, counted in the metrics (events accepted, stored, duplicate; refusals by
+    reason). Raises what submit raises."""
+    metrics.accepted(endpoint, len(records))
+    try:
+        flags = await state.writer.submit(records)
+    except (WriterOverloaded, WriterStopped):
+        metrics.refused(endpoint, "overloaded")
+        raise
+    except DatabaseUnavailable:
+        metrics.refused(endpoint, "unavailable")
+        raise
+    except EventRejected:
+        metrics.refused(endpoint, "database_limit")
+        raise
+    metrics.written(endpoint, flags)
+    return flags
+
+
+def _rejected(exc: bodies.BodyRejected, endpoint: str) -> JSONResponse:
+    if exc.status != 413:  # 413s are counted from the status, wherever they were refused
+        metrics.refused(endpoint, "validation")
     return JSONResponse({"error": exc.error, "detail": exc.errors}, status_code=exc.status)
 
 
@@ -82,9 +104,9 @@ async def single_event(request: Request) -> Response:
     try:
         record = bodies.parse_event(await request.body(), state.enricher)
     except bodies.BodyRejected as exc:
-        return _rejected(exc)
+        return _rejected(exc, "single")
     try:
-        (new,) = await state.writer.submit([record])
+        (new,) = await _submit(state, [record], "single")
     except (WriterOverloaded, WriterStopped):
         return overloaded_response()
     except DatabaseUnavailable:  # includes 'the outcome of the COMMIT is unknown'
@@ -136,9 +158,9 @@ async def create_events_batch(request: Request):
         else:
             records = bodies.batch_records(*args)
     except bodies.BodyRejected as exc:
-        return _rejected(exc)
+        return _rejected(exc, "batch")
     try:
-        flags = await state.writer.submit(records)
+        flags = await _submit(state, records, "batch")
     except (WriterOverloaded, WriterStopped):
         return overloaded_response()
     except EventRejected as exc:

@@ -46,6 +46,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..db import DatabaseUnavailable
+from ..web import metrics
 from . import dberrors
 from .pipeline import EventRecord
 from .repository import forget_stage, insert_events, probe_insert, split_duplicates
@@ -285,6 +286,7 @@ class EventWriter:
             i += k
         self.stats.flushes += 1
         self.stats.events += len(records)
+        metrics.commit(len(records))
         self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
 
     async def _isolate(self, batch: list[_Pending], cause: BaseException) -> None:
