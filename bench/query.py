@@ -112,7 +112,7 @@ def _sizes(url: str, n: int) -> None:
     (the agg/dur families, first-seen sessions and session state), for the scaling guide."""
     with psycopg.connect(url, autocommit=True) as conn:
         raw = conn.execute("SELECT hypertable_size(format('%%I.events', %s::text)::regclass)", (SCHEMA,)).fetchone()[0]
-        rollups = conn.execute("""SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0), count(*)
+        rollups = conn.execute("""SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint, count(*)
                                   FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
                                   WHERE s.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'rollup%%'""",
                                (SCHEMA,)).fetchone()
