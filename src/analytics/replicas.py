@@ -20,6 +20,11 @@ what it just posted) and `/readyz`.
   replica is skipped until the next check says it is back. A replica that cannot lend a
   connection within REPLICA_CHECKOUT_S is treated the same way (down, or too busy).
 
+How readers use it (`app.state.reads`, one per worker): one-shot reads call
+`reads.run(fn)`, where `fn(target)` does the whole read on `target.pool` (the stats service, the
+seed aggregate); a streaming read (an export) takes `async with reads.connection() as (conn,
+target)`, which falls back to the primary only if the replica cannot lend a connection.
+
 What an answer guarantees (stated in README.md): every answer is computed in one snapshot of
 one server, named in its `meta.served_by` with that server's `meta.replay_lag_seconds` at the
 last check; on the primary, rollups are exact as of acknowledgement; on a replica, exact as of

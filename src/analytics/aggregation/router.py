@@ -9,7 +9,7 @@ from typing import Annotated, Callable, List, Literal, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..web.errors import validation_error
 from ..web.fastpath import fast
@@ -165,6 +165,10 @@ class StatsRow(BaseModel):
 
 class StatsMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
+    served_by: str = Field(description="The server that computed the answer: 'primary', or 'replica-N' "
+                                       "(the Nth of DATABASE_READ_URLS)")
+    replay_lag_seconds: float = Field(description="That replica's replay lag at its last health check; 0 "
+                                                  "on the primary")
     interval: Optional[str]
     timezone: str
     start: str
