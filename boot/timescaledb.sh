@@ -6,7 +6,7 @@
 #   boot/timescaledb.sh stop
 #   boot/timescaledb.sh status
 #   boot/timescaledb.sh url       # print the DATABASE_URL of the local cluster
-#   boot/timescaledb.sh replica start|stop|status|url
+#   boot/timescaledb.sh replica start|stop|status|drop|url
 #                                 # a streaming replica of that cluster (pg_basebackup -R), for
 #                                 # DATABASE_READ_URLS: its own data directory and port
 #
@@ -27,6 +27,9 @@ BUILD_DIR="${LOCAL_DB_BUILD_DIR:-$ROOT/.data/build}"
 REPLICA_DIR="${LOCAL_DB_REPLICA_DIR:-$ROOT/.data/pg-replica}"
 REPLICA_PORT="${LOCAL_DB_REPLICA_PORT:-54330}"
 REPLICA_LOG="$REPLICA_DIR/../postgres-$REPLICA_PORT.log"
+REPLICA_SLOT="analytics_replica_$REPLICA_PORT"
+# The most WAL the primary keeps for a replica that is stopped or behind (max_slot_wal_keep_size).
+REPLICA_MAX_WAL="${LOCAL_DB_REPLICA_MAX_WAL:-8GB}"
 
 say() { printf '[timescaledb] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -215,8 +218,11 @@ cmd_url() { echo "postgresql://postgres@127.0.0.1:$PORT/$DB_NAME"; }
 # A physical copy of the whole cluster on 127.0.0.1:$REPLICA_PORT, kept up to date by streaming
 # replication from the cluster on $PORT. The primary needs nothing beyond what initdb set up:
 # wal_level=replica and max_wal_senders=10 are PostgreSQL's defaults, and initdb's pg_hba.conf
-# (-A trust) already lets local replication connections in. No replication slot: a stopped
-# replica holds no WAL back on the primary; one that fell too far behind is made again.
+# (-A trust) already lets local replication connections in. A replication slot keeps the WAL the
+# replica still needs (a copy of a big cluster takes minutes, during which a busy primary
+# recycles its WAL), bounded by max_slot_wal_keep_size=$REPLICA_MAX_WAL on the primary (set with
+# ALTER SYSTEM and a reload, only when it is unlimited): a replica stopped for longer than that
+# much WAL loses its slot and is copied again on its next start. `replica drop` removes both.
 
 replica_psql() {
   as_owner "$(pg_bindir)/psql" -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d postgres -tAqc "$1"
@@ -226,8 +232,22 @@ replica_streaming() {
   [ "$(replica_psql "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null)" = "streaming" ]
 }
 
+primary_psql() {
+  as_owner "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -tAqc "$1"
+}
+
+drop_slot() {
+  primary_psql "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$REPLICA_SLOT' AND NOT active" >/dev/null
+}
+
 replica_make() {
   local tmp="$REPLICA_DIR.partial"
+  if [ "$(primary_psql "SHOW max_slot_wal_keep_size")" = "-1" ]; then
+    say "bounding the WAL the primary keeps for replication slots: max_slot_wal_keep_size = $REPLICA_MAX_WAL (ALTER SYSTEM, reload)"
+    primary_psql "ALTER SYSTEM SET max_slot_wal_keep_size = '$REPLICA_MAX_WAL'" >/dev/null
+    primary_psql "SELECT pg_reload_conf()" >/dev/null
+  fi
+  drop_slot
   say "copying the cluster on port $PORT into $REPLICA_DIR (pg_basebackup)"
   rm -rf "$tmp"
   mkdir -p "$(dirname "$REPLICA_DIR")"
@@ -237,6 +257,7 @@ replica_make() {
   # -R: standby.signal and primary_conninfo; -X stream: the WAL of the copy comes along;
   # -c fast: checkpoint now rather than waiting for the next one.
   as_owner "$(pg_bindir)/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -D "$tmp" -R -X stream -c fast \
+    -C -S "$REPLICA_SLOT" \
     || { rm -rf "$tmp"; die "pg_basebackup from 127.0.0.1:$PORT failed (is the cluster running?)"; }
   mv "$tmp" "$REPLICA_DIR"   # only a complete copy gets the real name
 }
@@ -247,18 +268,24 @@ replica_launch() {
   # A hot standby must allow at least as many connections and locks as its primary (see
   # cmd_start). hot_standby_feedback: long reads (an export) are not cancelled by the
   # primary's vacuum of rows they still need.
-  as_owner "$(pg_bindir)/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_LOG" -w -t 120 -o \
+  # -t 600: a copy taken while the primary was busy replays minutes of WAL before it opens.
+  as_owner "$(pg_bindir)/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_LOG" -w -t 600 -o \
     "-p $REPLICA_PORT -k $REPLICA_DIR -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200 -c max_locks_per_transaction=256 -c shared_buffers=256MB -c work_mem=32MB -c hot_standby=on -c hot_standby_feedback=on" \
     start >/dev/null
 }
 
-# Wait up to $1 seconds for the replica to stream from the primary; 1 if it cannot (its WAL
-# position is gone from the primary) or did not in time.
+# Wait for the replica to stream from the primary: up to $1 seconds, and as long again while it
+# is still replaying the WAL its copy came with (minutes, after a copy taken while the primary
+# was busy). 1 if it cannot (the WAL or slot it needs is gone) or did not in time.
 replica_wait_streaming() {
-  local i
+  local i last="" now
   for ((i = 0; i < $1 * 2; i++)); do
     replica_streaming && return 0
-    if grep -q "has already been removed" "$REPLICA_LOG" 2>/dev/null; then return 1; fi
+    if grep -qE "has already been removed|replication slot .* does not exist|slot has been invalidated|can no longer get changes" \
+        "$REPLICA_LOG" 2>/dev/null; then return 1; fi
+    now=$(replica_psql "SELECT pg_last_wal_replay_lsn()" 2>/dev/null || true)
+    if [ "$now" != "$last" ] && [ "$i" -gt 0 ]; then i=0; fi  # still replaying: wait on
+    last=$now
     sleep 0.5
   done
   return 1
@@ -299,6 +326,13 @@ cmd_replica_stop() {
   fi
 }
 
+cmd_replica_drop() {
+  cmd_replica_stop
+  drop_slot 2>/dev/null || true
+  rm -rf "$REPLICA_DIR" "$REPLICA_DIR.partial"
+  say "replica removed (data directory and replication slot)"
+}
+
 cmd_replica_status() {
   if [ -n "$(pg_bindir)" ] && [ -f "$REPLICA_DIR/PG_VERSION" ] && is_running_in "$REPLICA_DIR"; then
     local info
@@ -315,8 +349,9 @@ cmd_replica() {
     start) cmd_replica_start ;;
     stop) cmd_replica_stop ;;
     status) cmd_replica_status ;;
+    drop) cmd_replica_drop ;;
     url) echo "postgresql://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME" ;;
-    *) echo "usage: $0 replica {start|stop|status|url}" >&2; exit 2 ;;
+    *) echo "usage: $0 replica {start|stop|status|drop|url}" >&2; exit 2 ;;
   esac
 }
 
@@ -328,5 +363,5 @@ case "${1:-}" in
   status) cmd_status ;;
   url) cmd_url ;;
   replica) cmd_replica "${2:-}" ;;
-  *) echo "usage: $0 {install|start|stop|restart|status|url|replica start|stop|status|url}" >&2; exit 2 ;;
+  *) echo "usage: $0 {install|start|stop|restart|status|url|replica start|stop|status|drop|url}" >&2; exit 2 ;;
 esac
