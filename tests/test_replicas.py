@@ -1,8 +1,8 @@
 """Past one machine: reads from a real streaming replica, and two API instances as one service.
 
 The replica is made by the boot script (`boot/timescaledb.sh replica start`: pg_basebackup -R of
-the cluster the tests use, on its own port) when it is not running, and stopped at the end if
-this module started it. Skipped where the script cannot run: the tests' database is not a local
+the cluster the tests use, on its own port) when it is not running, and stopped and removed
+(`replica drop`) at the end if this module started it. Skipped where the script cannot run: the tests' database is not a local
 cluster (DATABASE_URL elsewhere), or PostgreSQL's server binaries are not installed.
 """
 from __future__ import annotations
@@ -45,7 +45,9 @@ def replica_url(db_url):
     d.update(host="127.0.0.1", port=port)
     yield make_conninfo(**d), env
     if started:
-        _script("replica", "stop", env=env)
+        # Stopped and removed, slot included: a stopped replica's slot would hold WAL back on the
+        # primary (up to max_slot_wal_keep_size) until someone started it again.
+        _script("replica", "drop", env=env)
 
 
 def _now() -> str:
