@@ -12,7 +12,7 @@ export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
 endif
 
-.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate clean
+.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -69,6 +69,13 @@ rollups-rebuild: venv db
 MIGRATE_ARGS ?= upgrade
 migrate: venv db
 	$(PY) -m analytics.migrations $(MIGRATE_ARGS)
+
+# A new API key, printed once as the last line, e.g.  make key NAME=dashboard SCOPE=read
+# (SCOPE: read, ingest or admin; also `python -m analytics keys list|revoke NAME`)
+SCOPE ?= read
+key: venv db
+	@test -n "$(NAME)" || { echo "usage: make key NAME=dashboard SCOPE=read" >&2; exit 2; }
+	@$(PY) -m analytics keys create --name "$(NAME)" --scope "$(SCOPE)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

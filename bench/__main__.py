@@ -1,9 +1,9 @@
-"""`python -m bench [ingest|query|ua|fastpath|metrics ...]`: run one benchmark, or all of them in turn.
+"""`python -m bench [ingest|query|ua|fastpath|keys|metrics|ratelimit|visitors ...]`: run one benchmark, or all of them in turn.
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
 history"), then the database is dropped (unless --keep is given); then the user-agent and the
-fast-path and metrics benchmarks.
+fast-path, key-check and metrics benchmarks.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "ua", "fastpath", "metrics")
+SUITES = ("ingest", "query", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors")
 
 
 def _all(rest: list[str]) -> int:
-    from bench import fastpath, ingest, metrics, query, ua
+    from bench import fastpath, ingest, keys, metrics, query, ua
 
     keep = "--keep" in rest
     rest = [a for a in rest if a != "--keep"]
@@ -32,6 +32,7 @@ def _all(rest: list[str]) -> int:
         os.environ.update(env)
     rc |= int(ua.main([]) or 0)
     rc |= int(fastpath.main([]) or 0)
+    rc |= int(keys.main([]) or 0)
     rc |= int(metrics.main([]) or 0)
     return rc
 

@@ -35,8 +35,6 @@ def main(argv: list[str]) -> int:
     ackdir = work / "acks"
     ackdir.mkdir()
     single = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
-    get = work / "get.lua"
-    get.write_text(_LUA_GET)
     print(f"[bench] fastpath: {os.cpu_count()} cores, load average {_loadavg()}", flush=True)
     servers: dict[str, Server] = {}
     best: dict[tuple[str, str], dict] = {}
@@ -46,10 +44,14 @@ def main(argv: list[str]) -> int:
                          env={"FAST_PATHS": str(mode == "fast").lower(), "STATS_CACHE_TTL_SECONDS": "0"})
             servers[mode] = srv.start()
             wait_all_workers_ready(srv)
+        gets = {}
+        for mode, srv in servers.items():  # each with its server's read key, as a dashboard sends it
+            gets[mode] = work / f"get-{mode}.lua"
+            gets[mode].write_text(_LUA_GET + f'wrk.headers["Authorization"] = "Bearer {srv.key["read"]}"\n')
         for _ in range(args.rounds):
             for mode, srv in servers.items():
                 for load, script, path, conns in (("POST /api/events/", single, "/api/events/", 64),
-                                                  ("GET /api/v1/stats/totals", get, "/api/v1/stats/totals", 16)):
+                                                  ("GET /api/v1/stats/totals", gets[mode], "/api/v1/stats/totals", 16)):
                     r = run_wrk(wrk, srv.url + path, script, conns, args.seconds)
                     if r["rate"] > best.get((load, mode), {}).get("rate", -1):
                         best[(load, mode)] = r

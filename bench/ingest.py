@@ -192,7 +192,7 @@ def writer_stats(srv: Server, samples: int = 20) -> dict:
     seen: dict[int, dict] = {}
     for _ in range(samples):
         try:
-            body = httpx.get(srv.url + "/readyz", timeout=5).json()
+            body = httpx.get(srv.url + "/readyz", timeout=5, headers=srv.admin_headers).json()
         except (httpx.HTTPError, ValueError):
             continue
         if "writer" in body:
@@ -310,7 +310,7 @@ def worker_stats(srv: Server, samples: int = 20) -> dict[int, dict]:
     seen: dict[int, dict] = {}
     for _ in range(samples):
         try:
-            body = httpx.get(srv.url + "/readyz", timeout=5).json()
+            body = httpx.get(srv.url + "/readyz", timeout=5, headers=srv.admin_headers).json()
         except (httpx.HTTPError, ValueError):
             continue
         pid = (body.get("process") or {}).get("pid") or (body.get("writer") or {}).get("pid")

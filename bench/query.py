@@ -173,20 +173,21 @@ def _pct(xs: list[float], p: float) -> float:
 class _Client:
     """One keep-alive HTTP/1.1 connection: the least client time per request (see the docstring)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict | None = None) -> None:
         u = urllib.parse.urlsplit(base_url)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        self.headers = dict(headers or {})  # the read key: what a dashboard sends, and its check
 
     def get(self, path: str, params: dict | None = None) -> tuple[int, bytes]:
         if params:
             path += "?" + urllib.parse.urlencode(params, doseq=True)
         try:
-            self.conn.request("GET", path)
+            self.conn.request("GET", path, headers=self.headers)
             r = self.conn.getresponse()
         except (http.client.RemoteDisconnected, ConnectionError):
             # The server closes idle keep-alive connections (while the raw side runs): reconnect.
             self.conn.close()
-            self.conn.request("GET", path)
+            self.conn.request("GET", path, headers=self.headers)
             r = self.conn.getresponse()
         return r.status, r.read()
 
@@ -340,7 +341,7 @@ def main(argv: list[str]) -> int:
                      log_path=Path(f"/tmp/bench-query-{os.getpid()}.log")).start()
         rows = []
         try:
-            client = _Client(srv.url)
+            client = _Client(srv.url, srv.headers)
             try:
                 floor, _ = _time_http(client, {"path": "/healthz"}, args.reps)
                 for q in questions:

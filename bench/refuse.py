@@ -69,7 +69,7 @@ def refusals(srv: Server, big: Server, repeat: int) -> list[tuple[str, int, floa
     single_1mb = b'{"page": "/' + b"x" * 1_000_000 + b'"}'
     deep = b"[" * 5000
     rows = []
-    with httpx.Client(base_url=srv.url, timeout=60) as c, httpx.Client(base_url=big.url, timeout=60) as cb:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as c, httpx.Client(base_url=big.url, headers=big.headers, timeout=60) as cb:
         cases = [
             ("10 MB batch [{},...] (Content-Length)", c, "/api/events/batch", lambda: {"content": ten_mb}),
             ("10 MB batch [{},...] (chunked)", c, "/api/events/batch",
@@ -104,7 +104,7 @@ def loop_lag(srv: Server, seconds: float) -> dict:
 
     def load(seed: int) -> None:
         rng = random.Random(seed)
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as c:
             while not stop.is_set():
                 body = _distinct_ua_batch(rng)
                 t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def loop_lag(srv: Server, seconds: float) -> dict:
 
     threads = [threading.Thread(target=load, args=(s,), daemon=True) for s in (1, 2)]
     lags: list[float] = []
-    with httpx.Client(base_url=srv.url, timeout=60) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as c:
         c.get("/healthz")
         for t in threads:
             t.start()

@@ -59,7 +59,7 @@ def run_server(url: str, schema: str, app: str, seed: int, log: Path) -> dict:
     out: dict = {"requests": {}}
     try:
         time.sleep(WARMUP_S)
-        with httpx.Client(base_url=srv.url, timeout=120) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.admin_headers, timeout=120) as c:  # /readyz details: admin
             for name, uas in workloads(seed).items():
                 run = uuid.uuid4().hex[:8]
                 body = [{"page": f"/bench-ua/{run}/{i}", "user_agent": ua} for i, ua in enumerate(uas)]

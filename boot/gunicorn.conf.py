@@ -3,7 +3,9 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8002')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn.workers.UvicornWorker"
+# uvicorn's worker, without uvicorn's own X-Forwarded-For handling: TRUSTED_PROXIES decides
+# (src/analytics/web/worker.py).
+worker_class = "analytics.web.worker.Worker"
 # Graceful shutdown: the event writer flushes what it accepted before the worker exits.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 timeout = int(os.environ.get("WORKER_TIMEOUT", "60"))
@@ -48,3 +50,8 @@ def child_exit(server, worker):
     counters stay (they count what happened)."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+# Who the client is, is decided in one place: the app, by TRUSTED_PROXIES (web/client.py). Left
+# at its default (127.0.0.1,::1), uvicorn would rewrite the peer address from X-Forwarded-For
+# for any local caller before the app sees it, and that caller could pick any address (a fresh
+# rate-limit budget per request, another visitor's hash).
+forwarded_allow_ips = ""

@@ -56,7 +56,9 @@ def server(db_url, schema, api_mode):
 
 @pytest.fixture(scope="session")
 def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    # Reads need a key: the client sends the server's read key, as a dashboard would, so that
+    # every API test goes through the real access policy.
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.headers) as c:
         yield c
 
 

@@ -86,9 +86,9 @@ def make_events(rng: random.Random, windows: list[tuple[datetime, datetime]], n:
     return out[:n]
 
 
-def post_batches(client: httpx.Client, events: list[dict], size: int = 1000) -> None:
+def post_batches(client: httpx.Client, events: list[dict], size: int = 1000, headers: dict | None = None) -> None:
     for i in range(0, len(events), size):
-        r = client.post("/api/events/batch", json=events[i:i + size])
+        r = client.post("/api/events/batch", json=events[i:i + size], headers=headers)
         assert r.status_code in (200, 201), r.text
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,20 +64,36 @@ def connect(url: str, schema: str) -> psycopg.Connection:
     return conn
 
 
+# The shape of the defaults (two windows each, so the benchmarks measure what production pays),
+# with amounts no test or benchmark reaches.
+HIGH_RATE_LIMITS = {"RATE_LIMIT_INGEST": "100000000/10 seconds;1000000000/hour",
+                    "RATE_LIMIT_READ": "100000000/second;1000000000/minute"}
+
+
 class Server:
     """The service as production runs it (gunicorn + uvicorn workers), on a free port."""
 
     def __init__(self, database_url: str, schema: str, *, workers: int = 1,
                  env: dict | None = None, log_path: Path | None = None, app: str = "main:app",
-                 root: Path = ROOT) -> None:
+                 root: Path = ROOT, keys: bool = True) -> None:
         self.app = app  # the WSGI/ASGI target gunicorn loads (the benchmarks run other apps)
         self.root = root  # the tree (src/ and boot/) to run: another version's, for migration tests
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Keys reach the workers within KEYS_REFRESH_SECONDS: short here, so that the keys made
+        # once the server is up (provision_keys) work at once; the revocation test sets 5.
         self.env = {**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": schema,
                     "PORT": str(self.port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
-                    "PYTHONPATH": str(root / "src"), "ACCESS_LOG": "false", **(env or {})}
+                    "PYTHONPATH": str(root / "src"), "ACCESS_LOG": "false", "KEYS_REFRESH_SECONDS": "0.5",
+                    # The suite and the benchmarks send a lot from 127.0.0.1: limits on, and high
+                    # enough not to get in their way; tests of the limits set their own.
+                    **HIGH_RATE_LIMITS, **(env or {})}
+        # API keys made for this server once its schema exists (keys=True): `headers` sends the
+        # read key, as a dashboard would; `admin_headers` the admin key.
+        self.keys = keys
+        self.key: dict[str, str] = {}
+        self.database_url = database_url  # as the test resolved it (env may name it another way)
         self.log_path = log_path or Path(f"/tmp/analytics-test-server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 
@@ -89,18 +106,51 @@ class Server:
             self.wait_ready(timeout)
         return self
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key['read']}"} if "read" in self.key else {}
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key['admin']}"} if "admin" in self.key else {}
+
+    def provision_keys(self) -> bool:
+        """A read, an ingest and an admin key in the server's schema (once it has api_keys)."""
+        sys.path.insert(0, str(SRC))
+        from analytics.auth.keys import display_prefix, key_hash, new_key
+        table = sql.Identifier(self.env["DB_SCHEMA"], "api_keys")  # any schema name, quoted
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass(%s) IS NULL", (table.as_string(conn),)).fetchone()[0]:
+                return False  # another version of the service, without keys
+            for scope in ("read", "ingest", "admin"):
+                key = self.key.get(scope) or new_key()
+                conn.execute(sql.SQL("INSERT INTO {} (name, prefix, key_hash, scope) VALUES (%s, %s, %s, %s) "
+                                     "ON CONFLICT DO NOTHING").format(table),
+                             (f"test-{scope}-{uuid.uuid4().hex[:8]}", display_prefix(key), key_hash(key), scope))
+                self.key[scope] = key
+        return True
+
     def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> None:
         """Until `path` answers 200; for /readyz, from every worker (each says its pid), since a
-        test that then locks a table must not catch a worker still creating its schema."""
+        test that then locks a table must not catch a worker still creating its schema. With
+        keys, the pids come from the admin answer: every worker then knows the keys too."""
         deadline = time.monotonic() + timeout
         ready_pids: set[int] = set()
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                r = httpx.get(self.url + path, timeout=2)  # a new connection: any worker may take it
+                # a new connection: any worker may take it
+                r = httpx.get(self.url + path, timeout=2, headers=self.admin_headers)
                 if r.status_code == 200:
-                    pid = (r.json().get("writer") or {}).get("pid") if path == "/readyz" else None
+                    body = r.json() if path == "/readyz" else {}
+                    if path == "/readyz" and "process" not in body and self.keys:
+                        # The anonymous answer: the schema is there, the keys are not (yet).
+                        if "admin" not in self.key and not self.provision_keys():
+                            return
+                        time.sleep(0.05)
+                        continue
+                    pid = (body.get("writer") or {}).get("pid")
                     if pid is None:
                         return
                     ready_pids.add(pid)

@@ -33,7 +33,7 @@ def _wait_for(srv: Server, pred, timeout: float = 10.0) -> list[dict]:
 def test_json_access_line_per_request(db_url, schema):
     srv = Server(db_url, schema, env={"ACCESS_LOG": "true", "LOG_FORMAT": "json"}).start()
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers) as c:
             assert c.post("/api/events/", json={"page": "/logged"},
                           headers={"X-Request-Id": "acc-1"}).status_code == 201
             assert c.get("/api/v1/stats/totals", params={"interval": "nope"},
@@ -55,7 +55,7 @@ def test_json_access_line_per_request(db_url, schema):
 def test_access_log_off_and_text_format(db_url, schema):
     srv = Server(db_url, schema, env={"ACCESS_LOG": "true", "LOG_FORMAT": "text"}).start()
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers) as c:
             assert c.get("/healthz").status_code == 200
         deadline = time.monotonic() + 10
         while "analytics.access request" not in srv.log_path.read_text(errors="replace"):
@@ -65,7 +65,7 @@ def test_access_log_off_and_text_format(db_url, schema):
         srv.stop()
     srv = Server(db_url, schema, env={"ACCESS_LOG": "false"}).start()
     try:
-        with httpx.Client(base_url=srv.url) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers) as c:
             assert c.get("/healthz", headers={"X-Request-Id": "quiet-1"}).status_code == 200
     finally:
         srv.stop()

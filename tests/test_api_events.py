@@ -67,7 +67,10 @@ def test_post_then_get_round_trip(client, db):
     assert EVENT_FIELDS <= set(ev)
     uuid.UUID(ev["id"])
     assert abs(parse_time(ev["time"]) - datetime.now(timezone.utc)) < timedelta(minutes=5)
-    for k, v in body.items():
+    # Issue 10: no IP is stored (STORE_IP is off, and a browser's ip_address is ignored), and
+    # the referrer loses its query string.
+    stored = {**body, "ip_address": None, "referrer": "https://www.google.com/search"}
+    for k, v in stored.items():
         assert ev[k] == v, k
     assert (ev["os"], ev["browser"], ev["device"], ev["is_bot"]) == ("Windows", "Chrome", "desktop", False)
 
@@ -172,13 +175,13 @@ def agg(db_url):
             events.append((os_name, ev))
 
         def send(chunk):
-            with httpx.Client(base_url=srv.url, timeout=30) as c:
+            with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
                 return [c.post("/api/events/", json=ev).status_code for _, ev in chunk]
 
         with ThreadPoolExecutor(6) as ex:
             codes = [c for part in ex.map(send, [events[i::6] for i in range(6)]) for c in part]
         assert codes == [201] * N_EVENTS
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
             yield srv, c, events, schema, db_url
     finally:
         srv.stop()
@@ -280,26 +283,49 @@ def test_pages_with_no_events(agg):
 
 # -- CORS, OpenAPI, request ids -----------------------------------------------------------------
 
-def test_cors_default_allows_any_origin(client):
-    r = client.get("/healthz", headers={"Origin": "https://tracker.example"})
-    assert r.headers["access-control-allow-origin"] == "*"
+def test_cors_default_ingest_from_any_origin_reads_from_none(client):
+    """Trackers post from every site; reads answer CORS_ORIGINS only, none by default."""
+    r = client.post("/api/events/", json={"page": "/cors"}, headers={"Origin": "https://tracker.example"})
+    assert r.status_code == 201 and r.headers["access-control-allow-origin"] == "*"
     pre = client.options("/api/events/", headers={"Origin": "https://tracker.example",
                                                   "Access-Control-Request-Method": "POST",
                                                   "Access-Control-Request-Headers": "content-type"})
     assert pre.status_code == 200
     assert pre.headers["access-control-allow-origin"] == "*"
     assert "POST" in pre.headers["access-control-allow-methods"]
+    pre = client.options("/api/events/batch", headers={"Origin": "https://tracker.example",
+                                                       "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "*"
+    for path in ("/api/events/", "/api/v1/stats/totals", "/healthz"):
+        r = client.get(path, headers={"Origin": "https://tracker.example"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers, path
+        pre = client.options(path, headers={"Origin": "https://tracker.example",
+                                            "Access-Control-Request-Method": "GET",
+                                            "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code == 400 and "access-control-allow-origin" not in pre.headers, path
 
 
 def test_cors_configured_origins(agg):
     c = agg[1]
-    r = c.post("/api/events/", json={"page": "/cors"}, headers={"Origin": "https://admin.example"})
-    assert r.status_code == 201
-    assert r.headers["access-control-allow-origin"] == "https://admin.example"
+    # Ingest: any origin, configured or not.
+    for origin in ("https://admin.example", "https://evil.example"):
+        r = c.post("/api/events/", json={"page": "/cors"}, headers={"Origin": origin})
+        assert r.status_code == 201 and r.headers["access-control-allow-origin"] == "*"
+        pre = c.options("/api/events/", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert pre.status_code == 200
+    # Reads: the configured origins only, and a preflight that allows the key's header.
+    r = c.get("/api/v1/stats/totals", headers={"Origin": "https://admin.example"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://admin.example"
+    pre = c.options("/api/v1/stats/totals", headers={"Origin": "https://admin.example",
+                                                     "Access-Control-Request-Method": "GET",
+                                                     "Access-Control-Request-Headers": "authorization"})
+    assert pre.status_code == 200 and "authorization" in pre.headers["access-control-allow-headers"].lower()
+    r = c.get("/api/events/", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     r = c.get("/healthz", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
     pre = c.options("/api/events/", headers={"Origin": "https://evil.example",
-                                             "Access-Control-Request-Method": "POST"})
+                                             "Access-Control-Request-Method": "GET"})
     assert pre.status_code == 400
 
 
@@ -341,7 +367,7 @@ def test_event_age_window_is_configurable(db_url):
     try:
         srv.start()
         now = datetime.now(timezone.utc)
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
             ok = c.post("/api/events/", json={"page": "/w", "time": iso(now - timedelta(hours=11))})
             assert ok.status_code == 201, ok.text
             old = c.post("/api/events/", json={"page": "/w", "time": iso(now - timedelta(hours=13))})

@@ -58,11 +58,11 @@ def test_single_event_over_its_limit_is_refused_by_its_length(srv):
 def test_a_batch_of_a_million_items_costs_no_memory(srv):
     """1.3 million `{}` items (3.9 MB, under the body limit): 413 by count, and the worker's
     memory barely moves (parsing them took ~500 MB)."""
-    before = httpx.get(srv.url + "/readyz").json()["process"]["rss_bytes"]
+    before = httpx.get(srv.url + "/readyz", headers=srv.admin_headers).json()["process"]["rss_bytes"]
     body = b"[" + b",".join([b"{}"] * 1_300_000) + b"]"
     r = httpx.post(srv.url + "/api/events/batch", content=body,
                    headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413, r.text
     assert r.json()["detail"][0]["type"] == "too_many_events"
-    after = httpx.get(srv.url + "/readyz").json()["process"]["rss_bytes"]
+    after = httpx.get(srv.url + "/readyz", headers=srv.admin_headers).json()["process"]["rss_bytes"]
     assert after - before < 64 * 1024 * 1024, (before, after)

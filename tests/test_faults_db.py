@@ -105,7 +105,7 @@ def test_database_down_and_back(proxied):
     srv.start()
     pids = worker_pids(srv)
     assert len(pids) == 1
-    with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S + 15) as c:
         page = f"/fault/{uuid.uuid4().hex[:8]}"
         first = c.post("/api/events/", json={"page": page, "duration": 5})
         assert first.status_code == 201, first.text
@@ -120,7 +120,7 @@ def test_database_down_and_back(proxied):
         assert_503_json(*timed(c.get, f"/api/events/{ev_id}/"))
         assert_503_json(*timed(c.get, "/api/v1/stats/totals", params=stats))
         assert_503_json(*timed(c.get, "/api/v1/stats/timeseries", params={**stats, "interval": "1 year"}))
-        ready, elapsed = timed(c.get, "/readyz")
+        ready, elapsed = timed(c.get, "/readyz", headers=srv.admin_headers)
         assert ready.status_code == 503 and elapsed < HANG_BOUND_S
         assert ready.json()["database"] == "unreachable"
         assert c.get("/healthz").json() == {"status": "ok"}
@@ -149,7 +149,7 @@ def test_repeated_outages(proxied):
     proxy, srv = proxied
     srv.start()
     pids = worker_pids(srv)
-    with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S + 15) as c:
         for i in range(3):
             proxy.cut()
             assert_503_json(*timed(c.post, "/api/events/", json={"page": f"/rep/{i}"}))
@@ -163,7 +163,7 @@ def test_server_started_while_database_unreachable(proxied):
     proxy, srv = proxied
     proxy.cut()
     srv.start(wait_ready=False)
-    with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S + 15) as c:
         poll(lambda: c.get("/healthz"), lambda r: r.status_code == 200, timeout=30)
         assert_503_json(*timed(c.post, "/api/events/", json={"page": "/early"}))
         assert_503_json(*timed(c.get, "/api/events/"))
@@ -179,7 +179,8 @@ def test_server_started_while_database_unreachable(proxied):
         srv.wait_ready(timeout=45)
         r = c.post("/api/events/", json={"page": "/late"})
         assert r.status_code == 201, r.text
-        assert c.get(f"/api/events/{r.json()['id']}/").status_code == 200
+        # (the keys exist once the schema does: the client was made before)
+        assert c.get(f"/api/events/{r.json()['id']}/", headers=srv.headers).status_code == 200
     log = Path(srv.log_path).read_text(errors="replace")
     assert "schema ready" in log
     assert "attempt 1" in log and "attempt 2" in log
@@ -190,7 +191,7 @@ def test_silent_network_partition_is_bounded(proxied):
     proxy, srv = proxied
     srv.start()
     pids = worker_pids(srv)
-    with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S + 15) as c:
         first = c.post("/api/events/", json={"page": "/partition"})
         assert first.status_code == 201
         proxy.freeze()
@@ -217,7 +218,7 @@ def test_statement_timeout_is_a_query_timeout_not_an_outage(db_url, tmp_path):
                  log_path=tmp_path / "s.log")
     try:
         srv.start()
-        with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 15) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S + 15) as c:
             ev = c.post("/api/events/", json={"page": "/locked"}).json()
             with connect(db_url, schema) as locker:
                 with locker.transaction():

@@ -155,7 +155,7 @@ def limited(db_url):
                 FROM generate_series(1, %s) i""", (BULK_EVENTS,))
             conn.execute("SET session_replication_role = origin")
             conn.execute("ANALYZE events")
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as c:
             yield srv, c
     finally:
         srv.stop()
@@ -185,7 +185,7 @@ def test_expensive_reads_do_not_starve_writes(limited):
     reads: list[tuple[int, dict, str]] = []
 
     def reader(i: int) -> None:
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as c:
             n = 0
             while not stop.is_set():
                 path, params = _expensive(i * 1000 + n)
@@ -198,7 +198,7 @@ def test_expensive_reads_do_not_starve_writes(limited):
         futures = [pool.submit(reader, i) for i in range(25)]
         time.sleep(1.0)  # the reads pile up first
         try:
-            with httpx.Client(base_url=srv.url, timeout=WRITE_DEADLINE_S + 20) as c:
+            with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=WRITE_DEADLINE_S + 20) as c:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
                     t0 = time.monotonic()
@@ -231,7 +231,7 @@ def test_expensive_reads_do_not_starve_writes(limited):
     assert timeouts and busy, (len(timeouts), len(busy))
     assert "too expensive" in timeouts[0], timeouts[0]
     # The writer's circuit never opened.
-    writer = client.get("/readyz").json()["writer"]
+    writer = client.get("/readyz", headers=srv.admin_headers).json()["writer"]
     assert writer["refused_unavailable"] == 0, writer
 
 
@@ -287,7 +287,7 @@ def test_identical_questions_in_flight_are_one_query(server, db_url, schema, db)
                               (me,)).fetchone()[0]
 
         def ask(_):
-            with httpx.Client(base_url=server.url, timeout=30) as c:
+            with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as c:
                 return c.get("/api/v1/stats/totals", params=params)
 
         with ThreadPoolExecutor(8) as pool:
@@ -334,7 +334,7 @@ def test_read_pool_exhausted_is_that_reads_503_not_the_writers(db_url):
     srv = Server(db_url, schema, env={"DB_POOL_SIZE": "1", "DB_TIMEOUT": "1"})
     try:
         srv.start()
-        with httpx.Client(base_url=srv.url, timeout=30) as c, connect(db_url, schema) as locker:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c, connect(db_url, schema) as locker:
             locker.execute("BEGIN")
             # The readiness of the rollups is the first thing a worker's first read reads.
             locker.execute("LOCK TABLE rollup_meta IN ACCESS EXCLUSIVE MODE")
@@ -345,7 +345,7 @@ def test_read_pool_exhausted_is_that_reads_503_not_the_writers(db_url):
                         "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
                         ).fetchone()[0]:
                     time.sleep(0.05)
-                with httpx.Client(base_url=srv.url, timeout=30) as other:
+                with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as other:
                     busy = other.get("/api/v1/stats/breakdown", params={"group_by": "page"})
                     posts = [other.post("/api/events/", json={"page": "/pool", "session_id": "p"}) for _ in range(5)]
                 locker.execute("ROLLBACK")
@@ -353,8 +353,8 @@ def test_read_pool_exhausted_is_that_reads_503_not_the_writers(db_url):
         assert busy.status_code == 503 and busy.json()["error"] == "reads_busy", busy.text
         assert "retry-after" in busy.headers
         assert [p.status_code for p in posts] == [201] * 5, [p.text for p in posts]
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
-            assert c.get("/readyz").json()["writer"]["refused_unavailable"] == 0
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
+            assert c.get("/readyz", headers=srv.admin_headers).json()["writer"]["refused_unavailable"] == 0
     finally:
         srv.stop()
         drop_schema(db_url, schema)

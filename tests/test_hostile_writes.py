@@ -272,7 +272,7 @@ def _writer(c: httpx.Client) -> dict:
 
 def test_bad_event_in_a_shared_commit_is_its_own_422(slow_commit, db_url):
     srv, schema = slow_commit
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.admin_headers, timeout=30) as c:
         sid = _full_session(c)
         splits_before = _writer(c)["splits"]
         good = [{"page": f"/shared/{i}", "id": str(uuid.uuid4())} for i in range(8)]
@@ -305,7 +305,7 @@ def test_seed_length_cjk_page_does_not_fail_the_others_in_its_commit(slow_commit
     assert [by_id[g["id"]].status_code for g in good] == [201] * 8
     assert by_id[bad["id"]].status_code == 422
     assert locs(by_id[bad["id"]]) == [["body", "page"]]
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.admin_headers, timeout=30) as c:
         assert _writer(c)["available"] is True
         assert c.post("/api/events/", json={"page": "/after-cjk"}).status_code == 201
     with connect(db_url, schema) as conn:
@@ -314,7 +314,7 @@ def test_seed_length_cjk_page_does_not_fail_the_others_in_its_commit(slow_commit
 
 def test_batch_item_refused_by_the_database_is_named(slow_commit, db_url):
     srv, schema = slow_commit
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.admin_headers, timeout=30) as c:
         sid = _full_session(c)
         items = [{"page": f"/bb/{i}", "id": str(uuid.uuid4())} for i in range(6)]
         items.insert(4, {"page": "/cap/other", "session_id": sid, "id": str(uuid.uuid4())})

@@ -239,7 +239,7 @@ def test_batch_retry_and_duplicates_inside_one_batch(client, db):
 
 def test_concurrent_identical_batches_store_once(client, db, server):
     items = [keyed() for _ in range(300)]
-    with httpx.Client(base_url=server.url, timeout=30) as c, ThreadPoolExecutor(6) as pool:
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as c, ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda _: c.post("/api/events/batch", json=items), range(6)))
     assert all(r.status_code in (200, 201) for r in answers), [r.text for r in answers]
     assert sum(r.json()["stored"] for r in answers) == 300
@@ -250,7 +250,7 @@ def test_concurrent_identical_batches_store_once(client, db, server):
 def test_concurrent_single_retries_store_once(client, db, server):
     events = [keyed() for _ in range(40)]
     work = events * 4
-    with httpx.Client(base_url=server.url, timeout=30) as c, ThreadPoolExecutor(16) as pool:
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as c, ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda e: c.post("/api/events/", json=e), work))
     assert all(r.status_code in (200, 201) for r in answers), [r.text for r in answers][:3]
     new = [r.json()["id"] for r in answers if r.status_code == 201]

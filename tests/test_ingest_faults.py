@@ -221,7 +221,7 @@ def test_full_queue_is_503_with_retry_after(db_url, own_schema, servers, tmp_pat
     lock = TableLock(db_url, own_schema)
     ids = [str(uuid.uuid4()) for _ in range(30)]
     try:
-        with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S) as c, ThreadPoolExecutor(30) as pool:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S) as c, ThreadPoolExecutor(30) as pool:
             futures = [pool.submit(c.post, "/api/events/", json={"id": i, "page": "/q"}) for i in ids]
             lock.wait_for_waiters()
             # At most 2 flushes of 2, one batch of 2 waiting for a slot and 4 queued: the rest are
@@ -246,7 +246,7 @@ def test_full_queue_is_503_with_retry_after(db_url, own_schema, servers, tmp_pat
     stored = stored_among(db_url, own_schema, ids)
     assert stored == set(accepted)
     # And the server takes events again.
-    with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S) as c:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S) as c:
         assert c.post("/api/events/", json={"page": "/after"}).status_code == 201
 
 
@@ -261,7 +261,7 @@ def test_sigterm_flushes_and_answers_accepted_events(db_url, own_schema, servers
     try:
         with ThreadPoolExecutor(20) as pool:
             def post(i):
-                with httpx.Client(base_url=srv.url, timeout=HANG_BOUND_S + 10) as c:
+                with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=HANG_BOUND_S + 10) as c:
                     return c.post("/api/events/", json={"id": i, "page": "/term"})
             futures = [pool.submit(post, i) for i in ids]
             lock.wait_for_waiters()

@@ -15,7 +15,7 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 def test_send_and_read_notebook_runs(server, tmp_path):
     nb = ROOT / "notebooks" / "01-send-and-read-events.ipynb"
     out = tmp_path / "out.ipynb"
-    env = {**os.environ, "ANALYTICS_BASE_URL": server.url}
+    env = {**os.environ, "ANALYTICS_BASE_URL": server.url, "ANALYTICS_API_KEY": server.key["read"]}
     r = subprocess.run([str(JUPYTER), "nbconvert", "--to", "notebook", "--execute", str(nb),
                         "--output", str(out), "--ExecutePreprocessor.timeout=60"],
                        env=env, capture_output=True, text=True, timeout=180)

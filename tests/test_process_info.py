@@ -11,8 +11,8 @@ import pytest
 from analytics.web.looplag import LoopLagMonitor, rss_bytes
 
 
-def test_readyz_has_the_process_object(client):
-    body = client.get("/readyz").json()
+def test_readyz_has_the_process_object(client, server):
+    body = client.get("/readyz", headers=server.admin_headers).json()
     process = body["process"]
     assert set(process) == {"pid", "rss_bytes", "loop_lag_max_ms", "loop_lag_recent_ms"}
     assert isinstance(process["pid"], int) and process["pid"] == body["writer"]["pid"]

@@ -57,14 +57,15 @@ def _now() -> str:
 class Reader(threading.Thread):
     """Reads totals over and over, recording (monotonic time, status, served_by)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict) -> None:
         super().__init__(daemon=True)
         self.url = url
+        self.headers = headers
         self.seen: list[tuple[float, int, str | None]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as c:
+        with httpx.Client(base_url=self.url, timeout=30, headers=self.headers) as c:
             while not self.halt.is_set():
                 r = c.get("/api/v1/stats/totals")
                 served = r.json()["meta"].get("served_by") if r.status_code == 200 else None
@@ -93,11 +94,11 @@ def test_reads_go_to_the_replica_and_back_to_the_primary_when_it_stops(db_url, r
                                       "READ_MAX_LAG_SECONDS": str(max_lag), "STATS_CACHE_TTL_SECONDS": "0"}).start()
     reader = None
     try:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, timeout=30, headers=srv.headers) as c:
             # Served by the replica once it has replayed the schema the server made.
             body = _wait_served_by(c, "replica-1")
             assert 0 <= body["meta"]["replay_lag_seconds"] <= max_lag
-            ready = c.get("/readyz").json()
+            ready = c.get("/readyz", headers=srv.admin_headers).json()
             assert ready["read_replicas"] == [{"name": "replica-1", "usable": True,
                                                "replay_lag_seconds": ready["read_replicas"][0]["replay_lag_seconds"],
                                                "reason": "ok"}]
@@ -124,14 +125,14 @@ def test_reads_go_to_the_replica_and_back_to_the_primary_when_it_stops(db_url, r
                     assert c.post("/api/events/", json={"page": page2, "time": _now()}).status_code == 201
                     body = _wait_served_by(c, "primary", timeout=max_lag + interval + 10, page=page2)
                     assert body["results"][0]["events"] == 1
-                    assert c.get("/readyz").json()["read_replicas"][0]["reason"].startswith("lagging more than")
+                    assert c.get("/readyz", headers=srv.admin_headers).json()["read_replicas"][0]["reason"].startswith("lagging more than")
                 finally:
                     rconn.execute("SELECT pg_wal_replay_resume()")
             body = _wait_served_by(c, "replica-1", page=page2)
             assert body["results"][0]["events"] == 1
 
             # The replica stops while reads keep coming: every read is answered, by the primary.
-            reader = Reader(srv.url)
+            reader = Reader(srv.url, srv.headers)
             reader.start()
             time.sleep(1)
             r = _script("replica", "stop", env=env)
@@ -142,7 +143,7 @@ def test_reads_go_to_the_replica_and_back_to_the_primary_when_it_stops(db_url, r
             assert after and set(after) == {"primary"}, after[-20:]
             body = c.get("/api/v1/stats/totals", params={"page": page}).json()
             assert body["meta"]["served_by"] == "primary" and body["results"][0]["events"] == 1
-            assert c.get("/readyz").json()["read_replicas"][0]["usable"] is False
+            assert c.get("/readyz", headers=srv.admin_headers).json()["read_replicas"][0]["usable"] is False
 
             # Back again: reads return to it.
             r = _script("replica", "start", env=env)
@@ -172,9 +173,9 @@ def test_a_read_url_that_is_not_a_replica_or_not_reachable_is_skipped(db_url):
     srv = Server(db_url, schema, env={"DATABASE_READ_URLS": f"{db_url},{closed}",
                                       "READ_HEALTH_INTERVAL_SECONDS": "0.3"}).start()
     try:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, timeout=30, headers=srv.headers) as c:
             time.sleep(1)
-            ready = c.get("/readyz")
+            ready = c.get("/readyz", headers=srv.admin_headers)
             replicas = ready.json()["read_replicas"]
             assert [(x["name"], x["usable"]) for x in replicas] == [("replica-1", False), ("replica-2", False)]
             assert replicas[0]["reason"] == "not a replica (not in recovery)"
@@ -220,7 +221,8 @@ def test_two_api_instances_store_a_retried_event_once(db_url):
             n, distinct = conn.execute("SELECT count(*), count(DISTINCT id) FROM events WHERE page = '/twice'").fetchone()
         assert n == distinct == 21
         for srv in (a, b):
-            body = httpx.get(srv.url + "/api/v1/stats/totals", params={"page": "/twice"}, timeout=30).json()
+            body = httpx.get(srv.url + "/api/v1/stats/totals", params={"page": "/twice"}, timeout=30,
+                             headers=srv.headers).json()
             assert body["results"][0]["events"] == 21
     finally:
         a.stop()

@@ -22,7 +22,7 @@ def env(db_url):
     schema = new_schema_name("sescap")
     srv = Server(db_url, schema, workers=1, env={"STATS_CACHE_TTL_SECONDS": "0"}).start()
     try:
-        with httpx.Client(base_url=srv.url, timeout=120) as client:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=120) as client:
             conn = connect(db_url, schema)
             yield client, conn
             conn.close()

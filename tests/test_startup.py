@@ -31,8 +31,8 @@ def running(srv: Server, **start_kwargs):
         srv.stop()
 
 
-def post_and_get(url: str, page: str) -> str:
-    with httpx.Client(base_url=url, timeout=30) as c:
+def post_and_get(srv: Server, page: str) -> str:
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
         r = c.post("/api/events/", json={"page": page, "duration": 3})
         assert r.status_code == 201, r.text
         ev_id = r.json()["id"]
@@ -76,11 +76,11 @@ def test_startup_twice_in_turn_keeps_data(db_url):
     schema = new_schema_name("twice")
     try:
         with running(Server(db_url, schema)) as a:
-            kept = post_and_get(a.url, "/before-restart")
+            kept = post_and_get(a, "/before-restart")
         with running(Server(db_url, schema)) as b:
-            with httpx.Client(base_url=b.url, timeout=30) as c:
+            with httpx.Client(base_url=b.url, headers=b.headers, timeout=30) as c:
                 assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-restart"
-            post_and_get(b.url, "/after-restart")
+            post_and_get(b, "/after-restart")
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
         with connect(db_url, schema) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
@@ -95,12 +95,12 @@ def test_restart_while_events_is_locked_is_ready_at_once(db_url):
     schema = new_schema_name("locked")
     try:
         with running(Server(db_url, schema)) as a:
-            kept = post_and_get(a.url, "/before-lock")
+            kept = post_and_get(a, "/before-lock")
         with connect(db_url, schema) as lock:
             lock.autocommit = False
             lock.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # writes wait, reads go on
             with running(Server(db_url, schema), timeout=30) as b:
-                with httpx.Client(base_url=b.url, timeout=30) as c:
+                with httpx.Client(base_url=b.url, headers=b.headers, timeout=30) as c:
                     assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-lock"
             lock.rollback()
     finally:
@@ -138,13 +138,13 @@ def test_new_revision_runs_once(db_url, tmp_path):
         PROBE_REVISION.format(rev="t_probe", down=down))
     try:
         with running(Server(db_url, schema)) as old:
-            kept = post_and_get(old.url, "/before-upgrade")
+            kept = post_and_get(old, "/before-upgrade")
         for start in range(2):
             with running(Server(db_url, schema, workers=2, root=tree,
                                 log_path=tmp_path / f"start{start}.log")) as new:
-                with httpx.Client(base_url=new.url, timeout=30) as c:
+                with httpx.Client(base_url=new.url, headers=new.headers, timeout=30) as c:
                     assert c.get(f"/api/events/{kept}/").json()["page"] == "/before-upgrade"
-                post_and_get(new.url, f"/after-upgrade/{start}")
+                post_and_get(new, f"/after-upgrade/{start}")
                 log = new.log()
             assert ("Running upgrade" in log) == (start == 0), log
             with connect(db_url, schema) as conn:
@@ -163,7 +163,7 @@ def test_two_servers_racing_on_a_fresh_schema(db_url, tmp_path):
             s.start(wait_ready=False)
         for s in servers:
             s.wait_ready(timeout=60)
-        ids = [post_and_get(s.url, f"/race/{i}") for i, s in enumerate(servers)]
+        ids = [post_and_get(s, f"/race/{i}") for i, s in enumerate(servers)]
         # Four workers bootstrapped the same schema; one hypertable, nothing lost, no errors.
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
         with connect(db_url, schema) as conn:
@@ -184,7 +184,7 @@ def test_schema_name_that_needs_quoting(db_url):
     schema = f"Analytics-{uuid.uuid4().hex[:6].upper()}"
     try:
         with running(Server(db_url, schema)) as srv:
-            post_and_get(srv.url, "/quoted")
+            post_and_get(srv, "/quoted")
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
         with connect(db_url, "public") as conn:
             n = conn.execute(f'SELECT count(*) FROM "{schema}".events').fetchone()
@@ -283,7 +283,7 @@ def test_real_server_with_url_form(db_url, form):
         env = {"DATABASE_URL": _as_url(db_url, form)}
     try:
         with running(Server(db_url, schema, env=env)) as srv:
-            post_and_get(srv.url, f"/form/{form}")
+            post_and_get(srv, f"/form/{form}")
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
     finally:
         drop_schema(db_url, schema)
@@ -301,7 +301,7 @@ def test_bootstrap_error_is_logged_and_retried(db_url, tmp_path):
         while srv.log().count("schema bootstrap failed") < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert srv.log().count("schema bootstrap failed") >= 2, srv.log()
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
             assert c.get("/readyz").status_code == 503
             r = c.post("/api/events/", json={"page": "/x"})
             assert r.status_code == 503 and r.json()["error"] == "database_unavailable"
@@ -331,7 +331,7 @@ def test_least_privilege_user_with_existing_schema(db_url):
         url = _as_url(db_url, "postgresql://").replace(f"{d.get('user', 'postgres')}@",
                                                          f"{role}:pw_{role}@", 1)
         with running(Server(url, schema), timeout=30) as srv:
-            post_and_get(srv.url, "/least-privilege")
+            post_and_get(srv, "/least-privilege")
         assert hypertables(db_url, schema) == [(schema, "events", 1)]
     finally:
         drop_schema(db_url, schema)

@@ -38,7 +38,7 @@ def stats(db_url, api_mode):
                                       "FAST_PATHS": str(api_mode == "fast").lower(),
                                       "STATS_ALLOW_RAW_SOURCE": "true"}).start()
     try:
-        with httpx.Client(base_url=srv.url, timeout=60) as client:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as client:
             ref.post_batches(client, ref.make_events(random.Random(4), WINDOWS, 3000))
             conn = connect(db_url, schema)
             events = ref.stored_events(conn)

@@ -15,7 +15,7 @@ def client(db_url):
     schema = new_schema_name("statscache")
     srv = Server(db_url, schema).start()  # default settings: cache on, 2 s
     try:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as c:
             yield c
     finally:
         srv.stop()

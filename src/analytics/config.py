@@ -55,8 +55,10 @@ class Settings:
         default_factory=lambda: config("DB_STATEMENT_TIMEOUT_MS", default=30000, cast=int))
     events_chunk_interval: str = field(
         default_factory=lambda: config("EVENTS_CHUNK_INTERVAL", default="7 days"))
+    # Origins whose pages may call the read routes from a browser (none by default; ingest
+    # routes answer any origin: trackers run on every page).
     cors_origins: tuple[str, ...] = field(
-        default_factory=lambda: tuple(config("CORS_ORIGINS", default="*", cast=Csv())))
+        default_factory=lambda: tuple(config("CORS_ORIGINS", default="", cast=Csv())))
     max_event_age_days: float = field(
         default_factory=lambda: config("MAX_EVENT_AGE_DAYS", default=7.0, cast=float))
     max_clock_skew_s: float = field(
@@ -121,6 +123,35 @@ class Settings:
     metrics_enabled: bool = field(default_factory=lambda: config("METRICS_ENABLED", default=True, cast=bool))
     metrics_port: int = field(default_factory=lambda: config("METRICS_PORT", default=0, cast=int))
     metrics_host: str = field(default_factory=lambda: config("METRICS_HOST", default="127.0.0.1"))
+    # Rate limits (web/ratelimit.py): `limits` notation, ';' between windows, 'off' for none.
+    # Ingest per client address (or ingest key): a whole batch (BATCH_MAX_EVENTS) fits the short
+    # window. Reads per key (or address, without one).
+    rate_limit_enabled: bool = field(
+        default_factory=lambda: config("RATE_LIMIT_ENABLED", default=True, cast=bool))
+    rate_limit_ingest: str = field(
+        default_factory=lambda: config("RATE_LIMIT_INGEST", default="1000/10 seconds;20000/hour"))
+    rate_limit_read: str = field(
+        default_factory=lambda: config("RATE_LIMIT_READ", default="20/second;600/minute"))
+    rate_limit_storage_url: Secret = field(
+        default_factory=lambda: Secret(config("RATE_LIMIT_STORAGE_URL", default="memory://")))
+    # Access (auth/): API keys, JWTs from an identity provider, and who may read or ingest.
+    public_reads: bool = field(default_factory=lambda: config("PUBLIC_READS", default=False, cast=bool))
+    ingest_key_required: bool = field(
+        default_factory=lambda: config("INGEST_KEY_REQUIRED", default=False, cast=bool))
+    ingest_allowed_hosts: tuple[str, ...] = field(
+        default_factory=lambda: tuple(h.lower() for h in config("INGEST_ALLOWED_HOSTS", default="", cast=Csv())))
+    keys_refresh_s: float = field(
+        default_factory=lambda: config("KEYS_REFRESH_SECONDS", default=5.0, cast=float))
+    jwt_jwks_url: str = field(default_factory=lambda: config("JWT_JWKS_URL", default="").strip())
+    jwt_issuer: str = field(default_factory=lambda: config("JWT_ISSUER", default="").strip())
+    jwt_audience: str = field(default_factory=lambda: config("JWT_AUDIENCE", default="").strip())
+    jwt_scope_claim: str = field(default_factory=lambda: config("JWT_SCOPE_CLAIM", default="scope").strip())
+    # Privacy (analytics/privacy): no raw IP is stored unless asked for; visitors are counted by
+    # a daily-salted hash. The salt of the day is re-read from the database this often (and at
+    # each UTC day change), never per request.
+    store_ip: bool = field(default_factory=lambda: config("STORE_IP", default=False, cast=bool))
+    visitor_salt_refresh_s: float = field(
+        default_factory=lambda: config("VISITOR_SALT_REFRESH_SECONDS", default=3600.0, cast=float))
 
 
 def get_settings() -> Settings:

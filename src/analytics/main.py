@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from .aggregation import router as stats_router
 from .aggregation import seed_api
@@ -16,6 +15,9 @@ from .aggregation.cache import AnswerCache
 from .aggregation.guard import RawGate
 from .aggregation.seed_reader import SeedReader
 from .aggregation.service import StatsService
+from .auth import errors as auth_errors
+from .auth.jwt import JwtVerifier
+from .auth.store import KeyStore
 from .config import Settings, get_settings
 from .db import make_pools
 from .replicas import ReadRouter
@@ -23,10 +25,12 @@ from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
+from .privacy.salts import SaltKeeper
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
-from .web import errors, health
-from .web import metrics
+from .web import errors, health, metrics, ratelimit
+from .web.client import parse_networks
+from .web.cors import SplitCors
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
 from .web.looplag import LoopLagMonitor
@@ -44,6 +48,7 @@ _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    trusted_networks = parse_networks(settings.trusted_proxies)  # a bad entry fails the start, named
     install_rollups()  # every stored event is folded into the rollups in the same statement
     metrics.configure(settings.metrics_enabled)
 
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = app.state
         state.settings = settings
+        state.trusted_networks = trusted_networks
         state.schema_ready = asyncio.Event()
         state.db_info = None
         # The writer's connections are its own: reads use state.pool and cannot take them.
@@ -74,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.stats = StatsService(state.pool, AnswerCache(settings.stats_cache_ttl_s,
                                                            settings.stats_cache_max_bytes), raw_gate,
                                    reads=state.reads)
+        # The daily salt of the visitor hash, cached per worker (privacy/salts.py).
+        state.salts = SaltKeeper(state.pool, settings.visitor_salt_refresh_s)
         state.seed_reader = SeedReader(state.pool, state.stats.ready, raw_gate=raw_gate,
                                        max_rows=settings.seed_max_rows, reads=state.reads)
 
@@ -81,9 +89,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # event loop of the first request that carries a user agent; ready waits for it.
         warm_ua = asyncio.create_task(asyncio.to_thread(classify, _WARM_UA), name="ua-warm")
 
+        # API keys: an in-memory table per worker, read before the worker says it is ready and
+        # refreshed every KEYS_REFRESH_SECONDS (auth/store.py); JWTs when JWT_JWKS_URL is set.
+        state.keys = KeyStore(settings)
+        state.jwt = (JwtVerifier(settings.jwt_jwks_url, issuer=settings.jwt_issuer,
+                                 audience=settings.jwt_audience, scope_claim=settings.jwt_scope_claim)
+                     if settings.jwt_jwks_url else None)
+
         async def bootstrap():
             state.db_info = await bootstrap_with_retry(settings)
+            state.salts.start()  # loads today's salt now, then keeps it fresh
             await warm_ua
+            try:
+                async with asyncio.timeout(10):
+                    await state.keys.refresh()
+            except Exception:  # noqa: BLE001 - logged by the store; its task tries again
+                pass
+            state.keys.start()
             state.schema_ready.set()
 
         boot_task = asyncio.create_task(bootstrap(), name="schema-bootstrap")
@@ -106,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             warm_ua.cancel()
             await state.loop_lag.stop()
             await state.metrics_sampler.stop()
+            await state.keys.stop()
+            await state.salts.stop()
             await state.writer.stop()
             await state.reads.close()
             await state.pool.close()
@@ -121,6 +145,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Until the schema exists, anything that needs the database gets a clean 503.
     app.add_middleware(SchemaReadyMiddleware, no_db_paths=_NO_DB_PATHS)
     errors.install(app)
+    ratelimit.install(app, settings)  # RATE_LIMIT_*: the limiter and its 429
+    if metrics.count_rate_limited not in ratelimit.on_refused:  # one hook, however many apps
+        ratelimit.on_refused.append(metrics.count_rate_limited)
+    auth_errors.install(app)  # 401/403 answers, and the security schemes in the OpenAPI schema
     app.include_router(health.router)
     app.include_router(metrics.router)
     ingestion_router.document_batch_limit(settings.batch_max_events)
@@ -130,9 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The single event (the tracker's POST) has its own, small body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits={
         "/api/events/": (settings.max_event_bytes, "MAX_EVENT_BYTES")})
-    # CORS outside the body limit, so that a browser tracker can read a 413 too.
-    app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                       allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
+    # CORS outside the body limit, so that a browser tracker can read a 413 too. Ingest routes
+    # answer any origin, the others CORS_ORIGINS only (web/cors.py).
+    app.add_middleware(SplitCors, read_origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
                        observe=metrics.RequestMetrics().observe if settings.metrics_enabled else None)
     return app

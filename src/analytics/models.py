@@ -39,6 +39,8 @@ class Event(TimescaleModel, table=True):
     browser: str = "Other"
     device: str = "other"
     is_bot: bool = False
+    # The day's pseudonym of the sender (issue 10: no IP is stored by default).
+    visitor_id: Optional[int] = Field(default=None, sa_type=sqlmodel.BigInteger)
 
 
 def sqlalchemy_url(database_url: str) -> str:

@@ -63,7 +63,8 @@ def events_ddl(schema: str, chunk_interval: str, *, create_schema: bool = True) 
             os            text        NOT NULL DEFAULT 'Other',
             browser       text        NOT NULL DEFAULT 'Other',
             device        text        NOT NULL DEFAULT 'other',
-            is_bot        boolean     NOT NULL DEFAULT false
+            is_bot        boolean     NOT NULL DEFAULT false,
+            visitor_id    bigint
         )""").format(s),
         sql.SQL("""SELECT create_hypertable({}, by_range('time', {}::interval),
                                              if_not_exists => true)""").format(
@@ -89,9 +90,12 @@ def current_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
     """Everything the code of this version expects, rendered from the Python helpers: what
     the migrations in `migrations/versions` must produce (tests/test_migrations.py compares the
     two catalogs). Startup does not run it: it runs the migrations."""
+    from .auth.keys import api_keys_ddl
+    from .privacy.salts import salts_ddl
     from .rollups import rollup_ddl
 
-    return events_ddl(schema, chunk_interval) + rollup_ddl(schema)
+    return (events_ddl(schema, chunk_interval) + rollup_ddl(schema) + api_keys_ddl(schema)
+            + salts_ddl(schema))
 
 
 async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings) -> DatabaseInfo:

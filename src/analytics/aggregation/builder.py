@@ -164,15 +164,16 @@ class Builder:
                 WINDOW w AS (PARTITION BY b{g} ORDER BY d ROWS UNBOUNDED PRECEDING)) c
             GROUP BY b{g}"""
 
-    def ses(self, src: Source) -> str:
+    def ses(self, src: Source, metric: str = "unique_sessions", key: str = "session_id") -> str:
+        """Distinct sessions, or (metric unique_visitors, key visitor_id) visitors."""
         (p,) = src.pieces
         if p.table is None:
-            return f"""SELECT {self._bucket("time")} AS b{self._gsel()}, count(DISTINCT session_id) AS unique_sessions
+            return f"""SELECT {self._bucket("time")} AS b{self._gsel()}, count(DISTINCT {key}) AS {metric}
                 FROM events WHERE {self._where("time", p, bots_column=True)} GROUP BY 1{self._gpos()}"""
         start = self.param(self.q.start, "timestamptz")
         lower = f"greatest(({self.edges})[b], {start})" if self.bucketed else start
         g = self._gnames()
-        return f"""SELECT b{g}, (sum(n) FILTER (WHERE prev < {lower}))::bigint AS unique_sessions
+        return f"""SELECT b{g}, (sum(n) FILTER (WHERE prev < {lower}))::bigint AS {metric}
             FROM (SELECT {self._bucket("bucket")} AS b{self._gsel()}, prev, n FROM {ident(p.table)}
                   WHERE {self._where("bucket", p, bots_column=False)}) s GROUP BY b{g}"""
 
@@ -186,6 +187,10 @@ class Builder:
             ctes.append(f"ses AS ({self.ses(plan.ses)})")
             cols.append("coalesce(ses.unique_sessions, 0) AS unique_sessions")
             joins.append(f"LEFT JOIN ses USING (b{g})")
+        if plan.vis:
+            ctes.append(f"vis AS ({self.ses(plan.vis, 'unique_visitors', 'visitor_id')})")
+            cols.append("coalesce(vis.unique_visitors, 0) AS unique_visitors")
+            joins.append(f"LEFT JOIN vis USING (b{g})")
         if plan.dur:
             ctes.append(f"dur AS ({self.dur(plan.dur)})")
             cols += ["dur.median_duration", "dur.p95_duration"]
@@ -202,7 +207,7 @@ class Builder:
             items.append(f"{json_key(d)} || to_json({alias}.{ident(d)})::text")
         for m in self.q.metrics:
             col = f"m.{ident(m)}"
-            if zero_fill and m in ("events", "unique_sessions"):
+            if zero_fill and m in ("events", "unique_sessions", "unique_visitors"):
                 col = f"coalesce({col}, 0)::text"
             else:
                 col = f"coalesce({col}::text, 'null')"

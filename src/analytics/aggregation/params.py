@@ -16,7 +16,7 @@ from ..timefmt import ISO_PATTERN
 from .intervals import INTERVAL_PATTERN, MAX_LENGTH
 
 NO_NUL = r"^[^\u0000]*$"
-METRICS: tuple[str, ...] = ("events", "unique_sessions", "avg_duration", "median_duration", "p95_duration")
+METRICS: tuple[str, ...] = ("events", "unique_sessions", "unique_visitors", "avg_duration", "median_duration", "p95_duration")
 ORDER_PATTERN = "^(?:" + "|".join(METRICS) + ")(?::(?:asc|desc))?$"
 MAX_TEXT = 2048
 MAX_VALUES = 100

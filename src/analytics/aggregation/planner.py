@@ -5,7 +5,7 @@ Metrics fall in three kinds, each with its own rollup kind (see rollups.catalog)
   pieces: the coarsest usable grain in the middle, finer grains towards the edges, raw events
   for slivers shorter than the finest grain. A grain is usable when it divides every interior
   bucket edge of the query (in epoch seconds; all grains are UTC-aligned).
-- ses (unique_sessions): first-seen counts are exact only for a range whose ends fall on the
+- ses (unique_sessions) and vis (unique_visitors, the same tables keyed by visitor_id): first-seen counts are exact only for a range whose ends fall on the
   table's grain and a family whose dimensions are exactly the query's (group_by plus
   single-valued filters), human events only. Otherwise: raw events.
 Among families that fit, the planner takes the one with the fewest rows to read.
@@ -21,7 +21,7 @@ from ..rollups.catalog import Family, families
 from .intervals import Interval
 from .query import StatsQuery
 
-KIND_OF_METRIC = {"events": "agg", "avg_duration": "agg", "unique_sessions": "ses",
+KIND_OF_METRIC = {"events": "agg", "avg_duration": "agg", "unique_sessions": "ses", "unique_visitors": "vis",
                   "median_duration": "dur", "p95_duration": "dur"}
 # Rough rows per bucket of a family (measured on the benchmark data: 1 for totals, ~600 pages
 # a day ...); only their order matters. Raw events cost one row each.
@@ -39,7 +39,7 @@ class Piece:
 
 @dataclass(frozen=True)
 class Source:
-    kind: str               # agg | dur | ses
+    kind: str               # agg | dur | ses | vis
     family: Family | None   # None when everything is raw
     pieces: tuple[Piece, ...]
 
@@ -58,9 +58,11 @@ class Plan:
     agg: Source
     dur: Source | None
     ses: Source | None
+    vis: Source | None = None
 
     def sources(self) -> dict[str, Source]:
-        return {k: s for k, s in (("agg", self.agg), ("dur", self.dur), ("ses", self.ses)) if s}
+        return {k: s for k, s in (("agg", self.agg), ("dur", self.dur), ("ses", self.ses),
+                                  ("vis", self.vis)) if s}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -137,32 +139,34 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
         Piece(t, _at(lo), _at(hi)) for t, lo, hi in pieces))
 
 
-def _sessions(q: StatsQuery, ready: set[str]) -> Source:
+def _sessions(q: StatsQuery, ready: set[str], kind: str = "ses") -> Source:
+    """Distinct sessions (kind 'ses') or visitors ('vis') from first-seen tables, else raw."""
     if q.force_raw or q.filters.include_bots or q.filters.get("page_prefix") and "page" not in q.group_by:
-        return _raw("ses", q)
+        return _raw(kind, q)
     dims = set(q.group_by)
     for name, values in q.filters.values:
         dim = "page" if name == "page_prefix" else name
         if dim in q.group_by:
             continue
         if len(values) != 1 or name == "page_prefix":
-            return _raw("ses", q)  # one session counted once across several values: not summable
+            return _raw(kind, q)  # one session counted once across several values: not summable
         dims.add(dim)
     bounds = _alignment((q.start, q.end, *q.edges[1:]))
-    for fam in families("ses"):
+    for fam in families(kind):
         if set(fam.dims) != dims:
             continue
         for g, table in reversed(fam.tables()):
             if table in ready and _divides(g, bounds):
-                return Source("ses", fam, (Piece(table, q.start, q.end),))
-    return _raw("ses", q)
+                return Source(kind, fam, (Piece(table, q.start, q.end),))
+    return _raw(kind, q)
 
 
 def plan(q: StatsQuery, ready: set[str]) -> Plan:
     kinds = {KIND_OF_METRIC[m] for m in q.metrics}
     return Plan(agg=_summable("agg", q, ready),
                 dur=_summable("dur", q, ready) if "dur" in kinds else None,
-                ses=_sessions(q, ready) if "ses" in kinds else None)
+                ses=_sessions(q, ready) if "ses" in kinds else None,
+                vis=_sessions(q, ready, "vis") if "vis" in kinds else None)
 
 
 def seed_table(width: Interval, ready: set[str]) -> str | None:

@@ -18,7 +18,7 @@ from ..timefmt import CalendarError, parse_instant
 from .params import zone_names
 
 Kind = Literal["timeseries", "breakdown", "totals"]
-Metric = Literal["events", "unique_sessions", "avg_duration", "median_duration", "p95_duration"]
+Metric = Literal["events", "unique_sessions", "unique_visitors", "avg_duration", "median_duration", "p95_duration"]
 Dimension = Literal["page", "os", "browser", "device", "referrer"]
 
 DIMENSIONS: tuple[str, ...] = ("page", "os", "browser", "device", "referrer")

@@ -11,13 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ..auth.guards import require_read
 from ..web.errors import validation_error
 from ..web.fastpath import fast
+from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.rules import rules_422
 from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OrderBy, OsName, Text, ZoneName
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
-router = APIRouter()
+# Every stats read needs a `read` key or token (auth/guards.py), on both paths.
+router = APIRouter(dependencies=[Depends(require_read)])
 
 def _declared(
     *,
@@ -157,6 +160,7 @@ class StatsRow(BaseModel):
     referrer: Optional[str] = None
     events: Optional[int] = None
     unique_sessions: Optional[int] = None
+    unique_visitors: Optional[int] = None
     avg_duration: Optional[float] = None
     median_duration: Optional[float] = None
     p95_duration: Optional[float] = None
@@ -183,6 +187,7 @@ class StatsMeta(BaseModel):
     order_by: Optional[str] = None
     limit: Optional[int] = None
     offset: Optional[int] = None
+    unique_visitors: Optional[str] = None  # what the metric means (service.VISITORS_NOTE)
 
 
 class StatsResponse(BaseModel):
@@ -198,6 +203,7 @@ _RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "need
 def _doc(*rules: str) -> dict:
     return {"response_model": None, "responses": {
         200: {"model": StatsResponse},
+        429: RESPONSE_429,
         422: rules_422(*dict.fromkeys(_RULES + rules),
                        description="A parameter is invalid (named in detail.loc)"),
         503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads "
@@ -222,6 +228,7 @@ def _fast(kind: Kind):
 # when it serves them), dependencies, responses. GET requests are answered by the fast path
 # (web/fastpath.py) from this declaration.
 @router.get("/timeseries", **_doc("interval_bounds", "too_many_buckets", "too_many_rows"),
+            dependencies=[Depends(limit_read)],
             summary="One row per bucket (and group), zero-filled")
 @_fast("timeseries")
 async def timeseries(request: Request,
@@ -229,14 +236,16 @@ async def timeseries(request: Request,
     return await _respond("timeseries", request, p)
 
 
-@router.get("/breakdown", **_doc(), summary="One row per group over the range, ordered and paged")
+@router.get("/breakdown", **_doc(), dependencies=[Depends(limit_read)],
+            summary="One row per group over the range, ordered and paged")
 @_fast("breakdown")
 async def breakdown(request: Request,
                     p: Annotated[StatsParams, Depends(DECLARATIONS["breakdown"].dependency)]):
     return await _respond("breakdown", request, p)
 
 
-@router.get("/totals", **_doc(), summary="The metrics over the range (optionally vs the previous period)")
+@router.get("/totals", **_doc(), dependencies=[Depends(limit_read)],
+            summary="The metrics over the range (optionally vs the previous period)")
 @_fast("totals")
 async def totals(request: Request, p: Annotated[StatsParams, Depends(DECLARATIONS["totals"].dependency)]):
     return await _respond("totals", request, p)

@@ -5,19 +5,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, List, Literal, Optional
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from psycopg.rows import dict_row
 from sqlmodel import SQLModel
 
+from ..auth.guards import require_read
 from ..db import connection
 from ..ingestion.schemas import EventModel
 from ..web.errors import validation_error
+from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.rules import rules_422
 from .intervals import IntervalError, parse_bounded
 from .params import IntervalText, Text
 
-router = APIRouter()
+# Seed 004's reads need a `read` key or token (auth/guards.py), unless PUBLIC_READS.
+router = APIRouter(dependencies=[Depends(require_read)])
 
 DEFAULT_LOOKUP_PAGES = [
     "/", "/about", "/pricing", "/contact",
@@ -35,7 +38,8 @@ class EventBucketSchema(SQLModel):
     count: int
 
 
-@router.get("/", response_model=List[EventBucketSchema], responses={
+@router.get("/", response_model=List[EventBucketSchema], dependencies=[Depends(limit_read)], responses={
+    429: RESPONSE_429,
     422: rules_422("interval_bounds", "too_many_rows", "unknown_parameter",
                    description="A parameter is invalid (named in detail.loc), or the answer would be over "
                                "SEED_MAX_ROWS rows (`duration`: ask for a coarser one or fewer pages)"),
@@ -69,7 +73,8 @@ async def read_events(
     return Response(body, media_type="application/json", headers={"X-Served-By": served_by.name})
 
 
-@router.get("/{event_id}/", response_model=EventModel, responses={
+@router.get("/{event_id}/", response_model=EventModel, dependencies=[Depends(limit_read)], responses={
+    429: RESPONSE_429,
     404: {"description": "No event has this id"},
     503: {"description": "The database is unavailable or busy; see Retry-After"}})
 async def get_event_by_id(event_id: uuid.UUID, request: Request):

@@ -105,6 +105,12 @@ def _served(body: bytes, target: ReadTarget) -> bytes:
         + body[len(head):]
 
 
+# Said in every answer that has unique_visitors: what the number is, and is not.
+VISITORS_NOTE = ("distinct visitor ids; an id is a hash of address, user agent and site with a salt "
+                 "that changes every UTC day, so over more than a day this is the sum of daily uniques "
+                 "(a person seen on two days counts twice)")
+
+
 def _meta(q: StatsQuery, p: Plan, **extra) -> dict:
     sources = {m: getattr(p, KIND_OF_METRIC[m]).label for m in q.metrics}
     tz = q.tz
@@ -121,6 +127,8 @@ def _meta(q: StatsQuery, p: Plan, **extra) -> dict:
     }
     if q.kind != "timeseries" or q.group_by:
         meta.update(order_by=f"{q.order_by}:{'desc' if q.descending else 'asc'}", limit=q.limit, offset=q.offset)
+    if "unique_visitors" in q.metrics:
+        meta["unique_visitors"] = VISITORS_NOTE
     meta.update(extra)
     return meta
 
@@ -226,7 +234,7 @@ def _attach_previous(q: StatsQuery, current: str, previous: str) -> str:
     out = []
     for row in json.loads(current):
         before = prev_rows.get(tuple(row.get(d) for d in q.group_by))
-        row["previous"] = {m: (before[m] if before else (0 if m in ("events", "unique_sessions") else None))
+        row["previous"] = {m: (before[m] if before else (0 if m in ("events", "unique_sessions", "unique_visitors") else None))
                            for m in q.metrics}
         out.append(row)
     return json.dumps(out)

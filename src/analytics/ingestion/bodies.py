@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ..privacy.visitor import Sender
 from .pipeline import Enricher, EventRecord, InvalidEvent
 from .schemas import NUL_MESSAGE, EventCreateSchema, fields_with_nul
 
@@ -290,7 +291,7 @@ def _parse_ndjson(body: bytes, max_events: int) -> ParsedBatch:
 
 
 def _check(item: Any, enricher: Enricher, now: datetime, loc: list, extra: dict,
-           maybe_nul: bool = True) -> tuple[EventRecord | None, list[dict]]:
+           maybe_nul: bool = True, sender: Sender | None = None) -> tuple[EventRecord | None, list[dict]]:
     nul = [_err([*loc, f], NUL_MESSAGE, "value_error", **extra)
            for f in fields_with_nul(item)] if maybe_nul else []
     try:
@@ -303,20 +304,21 @@ def _check(item: Any, enricher: Enricher, now: datetime, loc: list, extra: dict,
     if nul:
         return None, nul
     try:
-        return enricher.to_record(ev, now), []
+        return enricher.to_record(ev, now, sender), []
     except InvalidEvent as exc:
         return None, [_err([*loc, exc.field], exc.message, exc.type, **extra)]
 
 
 def validate(parsed: ParsedBatch, enricher: Enricher,
-             now: datetime | None = None) -> list[EventRecord]:
+             now: datetime | None = None, sender: Sender | None = None) -> list[EventRecord]:
     """Records for every item, or BodyRejected listing every bad item."""
     now = now or datetime.now(timezone.utc)
     records: list[EventRecord] = []
     errors: list[dict] = []
     for index, item in enumerate(parsed.items):
         record, bad = _check(item, enricher, now, ["body", index],
-                             {"line": parsed.lines[index]} if parsed.lines else {}, parsed.maybe_nul)
+                             {"line": parsed.lines[index]} if parsed.lines else {}, parsed.maybe_nul,
+                             sender)
         if record is not None:
             records.append(record)
         errors += bad
@@ -328,7 +330,8 @@ def validate(parsed: ParsedBatch, enricher: Enricher,
 _BATCH = TypeAdapter(list[EventCreateSchema])
 
 
-def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enricher) -> list[EventRecord]:
+def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enricher,
+                  sender: Sender | None = None) -> list[EventRecord]:
     """Records for a batch body, or BodyRejected.
 
     First the cheap refusals (nesting, then the number of items), which build nothing. Then a
@@ -345,21 +348,74 @@ def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enr
         if events and len(events) <= max_events:
             now = datetime.now(timezone.utc)
             try:
-                return [enricher.to_record(ev, now) for ev in events]
+                return [enricher.to_record(ev, now, sender) for ev in events]
             except InvalidEvent:
                 pass
-    return validate(parse_body(body, content_type, max_events), enricher)
+    return validate(parse_body(body, content_type, max_events), enricher, sender=sender)
 
 
-def parse_event(body: bytes, enricher: Enricher) -> EventRecord:
+def parse_event(body: bytes, enricher: Enricher, sender: Sender | None = None) -> EventRecord:
     """The single-event body: one JSON object."""
     if not body.strip():
         raise BodyRejected(422, "validation_error", [_err(["body"], "Field required", "missing")])
     if too_deep(body):
         raise _deep_error()
     data = _load_json(body)
-    record, errors = _check(data, enricher, datetime.now(timezone.utc), ["body"], {}, _maybe_nul(body))
+    record, errors = _check(data, enricher, datetime.now(timezone.utc), ["body"], {}, _maybe_nul(body),
+                            sender)
     if errors:
         raise BodyRejected(422, "validation_error", errors)
     assert record is not None
     return record
+
+
+def count_events(body: bytes, content_type: str, limit: int) -> int:
+    """How many events a batch body holds, up to `limit` + 1, from its bytes and without
+    parsing it (the rate limiter charges a batch its events before anything is built from it).
+    The same byte operations as the hostile-batch checks; a body that is not a batch (the
+    parser refuses it next) counts as 1."""
+    if content_type.split(";", 1)[0].strip().lower() in NDJSON_TYPES:
+        return max(1, sum(1 for _ in itertools.islice(_NON_BLANK_LINE.finditer(body), limit + 1)))
+    outside = _outside_strings(body)
+    if outside is None or not (_STARTS_AN_ARRAY.match(body) and outside.endswith(b"]")):
+        return 1 if outside is not None else _count_items(body, limit)
+    inner = outside[1:-1]
+    if not inner:
+        return 1
+    if inner.count(b"[") > limit:  # every container is an item or inside one: over the limit
+        return limit + 1
+    flat = inner
+    for _ in range(MAX_DEPTH):  # drop containers, innermost first, until only separators are left
+        dropped = _INNERMOST.sub(b"", flat)
+        if len(dropped) == len(flat):
+            break
+        flat = dropped
+    return min(limit + 1, flat.count(b",") + 1)
+
+
+def _count_items(body: bytes, limit: int) -> int:
+    """count_events for an array whose strings hold too many marks to split on: items skipped
+    one at a time, up to limit + 1."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return 1
+    m = _ARRAY_START.match(text)
+    if m is None or text.startswith("]", m.end()):
+        return 1
+    pos, n = m.end(), 0
+    while n <= limit:
+        m = _FLAT_OBJECT.match(text, pos)
+        if m is not None:
+            pos = m.end()
+        else:
+            try:
+                _, pos = _DECODER.raw_decode(text, pos)
+            except (ValueError, RecursionError):
+                return max(1, n)
+        n += 1
+        m = _SEPARATOR.match(text, pos)
+        if m is None or m.group(1) == "]":
+            return n
+        pos = m.end()
+    return n

@@ -71,6 +71,8 @@ def _index_columns() -> dict[str, tuple[str, ...]]:
         "events_page_time_idx": ("page",),  # chunk indexes end with it: _hyper_1_2_chunk_events_...
         "rollup_sessions_pkey": ("session_id",),
         "rollup_sessions_entries_cap": ("session_id",),
+        # a visitor (one address and browser, one day) past 5,000 (quarter hour, page) entries
+        "rollup_visitors_entries_cap": ("page",),
     }
     for fam in FAMILIES:
         for _, table in fam.tables():

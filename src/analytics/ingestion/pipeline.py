@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
+from ..privacy.visitor import Sender, strip_referrer
 from .enrich import UserAgentCache, referrer_host
 from .schemas import BROWSER_MAX_CHARS, MAX_KEY_BYTES, MAX_PAGE_BYTES, EventCreateSchema
 
@@ -26,6 +27,8 @@ class EventRecord(NamedTuple):
     browser: str
     device: str
     is_bot: bool
+    # The day's pseudonym of the sender (privacy/visitor.py); None for rows not from a request.
+    visitor_id: int | None = None
 
 
 COLUMNS = EventRecord._fields
@@ -96,7 +99,11 @@ class Enricher:
             raise InvalidEvent("time", f"must not be older than {_describe(self.max_age)}", "time_window")
         return t
 
-    def to_record(self, ev: EventCreateSchema, now: datetime | None = None) -> EventRecord:
+    def to_record(self, ev: EventCreateSchema, now: datetime | None = None,
+                  sender: Sender | None = None) -> EventRecord:
+        """The row to store. With `sender` (every request), the visitor_id is computed and the
+        IP kept only under STORE_IP; the body's ip_address counts only from an ingest key.
+        Without one (tools, benchmarks), no IP and no visitor_id."""
         now = now or datetime.now(timezone.utc)
         ua = ev.user_agent or ""
         host = referrer_host(ev.referrer)
@@ -105,13 +112,19 @@ class Enricher:
         browser = info.browser
         if len(browser) > BROWSER_MAX_CHARS:  # the key budget counts on it (schemas.py)
             browser = browser[:BROWSER_MAX_CHARS]
+        ip = visitor_id = None
+        if sender is not None:
+            addr = ev.ip_address if sender.trusted and ev.ip_address else sender.ip
+            visitor_id = sender.visitor_id(addr, ev.user_agent)
+            if sender.store_ip and addr:
+                ip = addr
         return EventRecord(
             id=ev.id or uuid.uuid4(),
             time=self.check_time(ev.time, now),
             page=ev.page,
-            ip_address=ev.ip_address,
+            ip_address=ip,
             user_agent=ua,
-            referrer=ev.referrer or "",
+            referrer=strip_referrer(ev.referrer) if ev.referrer else "",
             referrer_host=host,
             session_id=ev.session_id,
             duration=ev.duration if ev.duration is not None else 0,
@@ -120,4 +133,5 @@ class Enricher:
             browser=browser,
             device=info.device,
             is_bot=info.is_bot,
+            visitor_id=visitor_id,
         )

@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..auth.guards import ingest_access
 from ..db import DatabaseUnavailable
 from ..web import metrics
+from ..privacy.visitor import Sender, sender
 from ..web.errors import unavailable_response
 from ..web.fastpath import fast
+from ..web.ratelimit import RESPONSE_429, limit_batch, limit_event
 from ..web.rules import rules_422
 
 from . import bodies
 from .schemas import BatchResult, EventCreateSchema, EventModel
 from .writer import EventRejected, WriterOverloaded, WriterStopped
 
-router = APIRouter()
+# Open to browsers; INGEST_ALLOWED_HOSTS / INGEST_KEY_REQUIRED (auth/guards.py), on both paths.
+router = APIRouter(dependencies=[Depends(ingest_access)])
 
 # Batch bodies from this size on are validated and enriched in a worker thread: up to
 # BATCH_MAX_EVENTS events (and their user agents, on a cache miss) can take more of the event
@@ -98,11 +102,24 @@ def _refused_by_database(exc: EventRejected, batch: bool) -> JSONResponse:
     return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
 
 
+async def _sender(request: Request) -> Sender:
+    """The request's client address, site and today's salt (cached per worker: no database
+    round trip unless the worker has no salt yet). Raises DatabaseUnavailable."""
+    state = request.app.state
+    salts = state.salts
+    salt = salts.cached() or await salts.current()
+    return sender(request.scope, state.trusted_networks, salt, state.settings.store_ip)
+
+
 async def single_event(request: Request) -> Response:
     """Validate, enrich, write (group commit) and answer one event."""
     state = request.app.state
     try:
-        record = bodies.parse_event(await request.body(), state.enricher)
+        who = await _sender(request)
+    except DatabaseUnavailable:
+        return unavailable_response()
+    try:
+        record = bodies.parse_event(await request.body(), state.enricher, who)
     except bodies.BodyRejected as exc:
         return _rejected(exc, "single")
     try:
@@ -118,7 +135,10 @@ async def single_event(request: Request) -> Response:
 
 
 @router.post("/", response_model=EventModel, status_code=201,
+             # after the access guard: limits count the principal it sets (web/ratelimit.py)
+             dependencies=[Depends(limit_event)],
              responses={200: {"description": "Duplicate: this (id, time) was already stored"},
+                        429: RESPONSE_429,
                         413: {"description": "Body over MAX_EVENT_BYTES"},
                         422: rules_422(*_EVENT_RULES, description="Invalid body, naming the field"),
                         503: {"description": "Database unavailable or writer queue full"}},
@@ -134,9 +154,12 @@ async def create_event(request: Request):
 
 @router.post("/batch", response_model=BatchResult, status_code=201,
              summary="Create up to BATCH_MAX_EVENTS events in one transaction",
+             dependencies=[Depends(limit_batch)],
              responses={200: {"description": "Nothing new: every event was a duplicate"},
-                        413: {"description": "More events than BATCH_MAX_EVENTS, or a body over "
+                        413: {"description": "More events than BATCH_MAX_EVENTS, or than "
+                                             "RATE_LIMIT_INGEST admits at once, or a body over "
                                              "MAX_BODY_BYTES"},
+                        429: RESPONSE_429,
                         422: rules_422(*_EVENT_RULES, description="Invalid items, listed by index (and "
                                                                   "NDJSON line); nothing was written"),
                         503: {"description": "Database unavailable or writer queue full"}},
@@ -150,8 +173,12 @@ async def create_events_batch(request: Request):
     Events whose (id, time) is already stored are counted as duplicates, not stored again."""
     state = request.app.state
     raw = await request.body()
+    try:
+        who = await _sender(request)
+    except DatabaseUnavailable:
+        return unavailable_response()
     args = (raw, request.headers.get("content-type", ""), state.settings.batch_max_events,
-            state.enricher)
+            state.enricher, who)
     try:
         if len(raw) >= OFF_LOOP_MIN_BYTES:
             records = await _off_loop(state, bodies.batch_records, *args)

@@ -6,6 +6,7 @@ Three kinds of rollup table, each for a *family* (a set of dimensions) at a few 
 - `agg`: events, sum and count of duration per (bucket, is_bot, dims). Summable.
 - `dur`: a histogram of the integer duration per (bucket, is_bot, dims, duration): exact
   median / p95 by walking cumulative counts. Summable.
+- `vis`: the same as `ses`, for unique visitors (events' `visitor_id`, rollups/sessions.py).
 - `ses`: first-seen counts for exact unique sessions (human events only). A row
   (bucket, dims, prev, n) says: n sessions had an event with these dims in `bucket` and their
   previous bucket with such an event was `prev` (-infinity if none). Sessions distinct over
@@ -31,7 +32,7 @@ SES_BASE = QUARTER  # session entries are kept at 15 minutes; session grains are
 
 @dataclass(frozen=True)
 class Family:
-    kind: str                 # 'agg' | 'dur' | 'ses'
+    kind: str                 # 'agg' | 'dur' | 'ses' | 'vis'
     name: str
     dims: tuple[str, ...]     # API dimension names
     grains: tuple[int, ...]   # seconds, ascending; each divides the next
@@ -66,6 +67,9 @@ FAMILIES: tuple[Family, ...] = (
     # first-seen session counts (unique sessions)
     Family("ses", "total", (), (QUARTER, HOUR, DAY)),
     Family("ses", "page", ("page",), (HOUR, DAY)),
+    # first-seen visitor counts (unique visitors: the same tables, keyed by the daily visitor_id)
+    Family("vis", "total", (), (QUARTER, HOUR, DAY)),
+    Family("vis", "page", ("page",), (HOUR, DAY)),
 )
 
 

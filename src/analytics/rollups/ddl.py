@@ -9,7 +9,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from .catalog import FAMILIES, Family
-from .sessions import state_ddl, trigger_ddl
+from .sessions import SUBJECTS, state_ddl, trigger_ddl
 
 META_TABLE = "rollup_meta"
 
@@ -45,14 +45,16 @@ def rollup_ddl(schema: str) -> list[sql.Composable]:
             name text PRIMARY KEY, ready boolean NOT NULL, rebuilt_at timestamptz)""").format(
             s, sql.Identifier(META_TABLE)),
     ]
-    out += state_ddl(s)
+    for subj in SUBJECTS:
+        out += state_ddl(s, subj)
     for fam in FAMILIES:
         for g, table in fam.tables():
             out.append(_table_ddl(s, fam, g))
             if fam.page_index:
                 out.append(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (page, bucket)").format(
                     sql.Identifier(f"{table}_page"), s, sql.Identifier(table)))
-    out += trigger_ddl(s)
+    for subj in SUBJECTS:
+        out += trigger_ddl(s, subj)
     # A rollup is ready from birth only if there is nothing to catch up with.
     out.append(sql.SQL("""INSERT INTO {s}.{meta} (name, ready)
         SELECT t, NOT EXISTS (SELECT 1 FROM {s}.events LIMIT 1) FROM unnest({names}::text[]) AS t

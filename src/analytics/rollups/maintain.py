@@ -15,7 +15,7 @@ from functools import cache
 from psycopg import sql
 
 from .catalog import DIMENSIONS, Family, families
-from .sessions import new_entries_from, upsert_state_sql
+from .sessions import SUBJECTS, new_entries_from, upsert_state_sql
 
 # Pre-aggregated bases of `ins`, shaped like rollup rows (bucket, is_bot, every dimension, ...).
 AGG_BASE, DUR_BASE = "ins_agg", "ins_dur"
@@ -92,7 +92,8 @@ def _ingest_statements() -> tuple:
         for fam in families(kind):
             for g in fam.grains:
                 out.append(agg_upsert(fam, g, base))
-    out.append(upsert_state_sql(new_entries_from("ins"), replace=False, filtered=True))
+    for subj in SUBJECTS:  # sessions, then visitors
+        out.append(upsert_state_sql(new_entries_from("ins", subj), replace=False, filtered=True, subj=subj))
     return tuple(out)
 
 

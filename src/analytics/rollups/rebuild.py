@@ -19,7 +19,9 @@ from psycopg import sql
 from .catalog import SES_BASE, families
 from .ddl import META_TABLE, all_tables
 from .maintain import agg_upsert
-from .sessions import STATE_TABLE, entries_from, upsert_state_sql
+from .sessions import SESSIONS, SUBJECTS, Subject, entries_from, upsert_state_sql
+
+STATE_TABLES = [subj.state_table for subj in SUBJECTS]
 
 log = logging.getLogger("analytics.rollups")
 
@@ -67,42 +69,47 @@ def _additive(conn: psycopg.Connection, start: datetime | None, end: datetime | 
                 finer = table
 
 
-def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | None) -> None:
+def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | None,
+              subj: Subject = SESSIONS) -> None:
+    """The state of one subject (sessions or visitors) and, through its triggers, its first-seen tables."""
+    k, state = subj.key, sql.Identifier(subj.state_table)
     if start is None:
-        conn.execute(upsert_state_sql(entries_from("events"), replace=True))
+        conn.execute(upsert_state_sql(entries_from("events", subj=subj), replace=True, subj=subj))
         return
     # Sessions with an event in the range now, or with state in the range from before.
     lo, hi = int(start.timestamp()) // SES_BASE, int(end.timestamp()) // SES_BASE
-    conn.execute("CREATE TEMP TABLE rebuild_sessions (session_id text PRIMARY KEY) ON COMMIT DROP")
+    conn.execute(f"DROP TABLE IF EXISTS rebuild_sessions, rebuild_entries; "
+                 f"CREATE TEMP TABLE rebuild_sessions ({k} {subj.key_type} PRIMARY KEY) ON COMMIT DROP")
     conn.execute(sql.SQL("""INSERT INTO rebuild_sessions
-        SELECT session_id FROM events WHERE {r} AND NOT is_bot AND session_id IS NOT NULL
+        SELECT {k} FROM events WHERE {r} AND NOT is_bot AND {k} IS NOT NULL
         UNION
-        SELECT session_id FROM {state}
+        SELECT {k} FROM {state}
         WHERE EXISTS (SELECT 1 FROM unnest(entries) e WHERE split_part(e, '|', 1)::bigint >= %s
                                                           AND split_part(e, '|', 1)::bigint < %s)""").format(
-        r=_range("time", start, end), state=sql.Identifier(STATE_TABLE)), (lo, hi))
+        r=_range("time", start, end), state=state, k=sql.SQL(k)), (lo, hi))
     conn.execute("ANALYZE rebuild_sessions")
     # Their events are read where they can be: in the range, and in every quarter hour their
     # stored entries name (outside the range, events are what the state already reflects; a
     # load outside the range needs its own rebuild). Events have no index on session_id, so
     # this window is what keeps a 1-day rebuild from reading every event.
     (q_lo, q_hi) = conn.execute(sql.SQL("""SELECT min(b), max(b) FROM {state} s
-        JOIN rebuild_sessions r USING (session_id),
+        JOIN rebuild_sessions r USING ({k}),
         LATERAL (SELECT split_part(e, '|', 1)::bigint AS b FROM unnest(s.entries) e) x""").format(
-        state=sql.Identifier(STATE_TABLE))).fetchone()
+        state=state, k=sql.SQL(k))).fetchone()
     lo = start if q_lo is None else min(start, datetime.fromtimestamp(q_lo * SES_BASE, timezone.utc))
     hi = end if q_hi is None else max(end, datetime.fromtimestamp((q_hi + 1) * SES_BASE, timezone.utc))
     # Their entries from one scan, kept for both steps below (a second scan to find the sessions
     # left without events took 6 s of a 1-day rebuild at 10M events, writers waiting).
     conn.execute(sql.SQL("CREATE TEMP TABLE rebuild_entries ON COMMIT DROP AS {}").format(entries_from(
         "events", _range("time", lo, hi).as_string(conn)
-        + " AND session_id IN (SELECT session_id FROM rebuild_sessions)")))
-    conn.execute(upsert_state_sql(sql.SQL("SELECT session_id, entries FROM rebuild_entries"), replace=True))
+        + f" AND {k} IN (SELECT {k} FROM rebuild_sessions)", subj)))
+    conn.execute(upsert_state_sql(sql.SQL(f"SELECT {k}, entries FROM rebuild_entries"), replace=True,
+                                  subj=subj))
     # Sessions left without any human event lose their state (the delete trigger takes them out).
     conn.execute(sql.SQL("""DELETE FROM {state} s USING rebuild_sessions r
-        WHERE s.session_id = r.session_id
-          AND NOT EXISTS (SELECT 1 FROM rebuild_entries x WHERE x.session_id = r.session_id)""").format(
-        state=sql.Identifier(STATE_TABLE)))
+        WHERE s.{k} = r.{k}
+          AND NOT EXISTS (SELECT 1 FROM rebuild_entries x WHERE x.{k} = r.{k})""").format(
+        state=state, k=sql.SQL(k)))
 
 
 def rebuild(conn: psycopg.Connection, start: datetime | None = None,
@@ -121,9 +128,10 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
         conn.execute("LOCK TABLE events IN SHARE MODE")
         if start is None:
             conn.execute(sql.SQL("TRUNCATE {}").format(
-                sql.SQL(", ").join(sql.Identifier(t) for t in [STATE_TABLE, *all_tables()])))
+                sql.SQL(", ").join(sql.Identifier(t) for t in [*STATE_TABLES, *all_tables()])))
         _additive(conn, start, end)
-        _sessions(conn, start, end)
+        for subj in SUBJECTS:
+            _sessions(conn, start, end, subj)
         if start is None:
             conn.execute(sql.SQL("""INSERT INTO {meta} (name, ready, rebuilt_at)
                 SELECT t, true, now() FROM unnest(%s::text[]) AS t
@@ -137,7 +145,7 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
             report.not_ready = [r[0] for r in conn.execute(sql.SQL(
                 "SELECT name FROM {} WHERE NOT ready AND name = ANY(%s) ORDER BY name").format(
                 sql.Identifier(META_TABLE)), (all_tables(),))]
-    conn.execute("ANALYZE " + ", ".join([STATE_TABLE, *all_tables()]))
+    conn.execute("ANALYZE " + ", ".join([*STATE_TABLES, *all_tables()]))
     conn.commit()
     report.seconds = time.perf_counter() - t0
     report.rows = table_rows(conn)
@@ -148,7 +156,7 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
 
 def table_rows(conn: psycopg.Connection) -> dict[str, int]:
     out = {}
-    for t in [STATE_TABLE, *all_tables()]:
+    for t in [*STATE_TABLES, *all_tables()]:
         (out[t],) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()
     return out
 

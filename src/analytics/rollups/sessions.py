@@ -1,4 +1,9 @@
-"""Exact unique sessions: the per-session state and the first-seen tables it drives.
+"""Exact unique sessions (and visitors): the per-subject state and the first-seen tables it drives.
+
+The same machinery counts two subjects (`Subject`): sessions (`session_id`, the `ses` families,
+state table `rollup_sessions`) and visitors (`visitor_id`, the daily pseudonym of
+privacy/visitor.py; the `vis` families, state table `rollup_visitors`). What follows is written
+for sessions; visitors differ only in names and the key's type.
 
 `rollup_sessions` keeps, per session (human events only), the distinct entries
 '<15-minute bucket number>|<page>' it has events for: all that the `ses` families
@@ -10,13 +15,45 @@ sorted buckets b1 < b2 < ... give rows (b1, -inf), (b2, b1), ...
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from psycopg import sql
 
 from .catalog import SES_BASE, Family, families
 
-STATE_TABLE = "rollup_sessions"
-SES_DIMENSIONS = ("page",)  # what an entry records besides the bucket; ses families use no other
-assert all(set(f.dims) <= set(SES_DIMENSIONS) for f in families("ses"))
+
+@dataclass(frozen=True)
+class Subject:
+    """What is counted distinct: its events column (also the state table's key), the key's SQL
+    type, the rollup kind and the names of the state table, its cap and its triggers."""
+
+    kind: str          # the families' kind: 'ses' | 'vis'
+    key: str           # events column and state key
+    key_type: str      # 'text' | 'bigint'
+    state_table: str
+    cap_constraint: str
+    trigger_prefix: str
+    max_entries: int = 5_000          # see SESSION_MAX_ENTRIES
+    max_entry_bytes: int = 2_000_000
+
+    @property
+    def collate(self) -> str:
+        """Text keys sort in byte order (the same on every database collation)."""
+        return ' COLLATE "C"' if self.key_type == "text" else ""
+
+
+SESSIONS = Subject("ses", "session_id", "text", "rollup_sessions", "rollup_sessions_entries_cap", "rollup_ses")
+# A visitor id is shared by everyone behind one address with the same browser on the same day
+# (an office behind NAT): its cap is four times a session's, so that a session hits its own
+# first, and real traffic practically never hits it. Past it an event is refused (422 naming
+# page), like a session's.
+VISITORS = Subject("vis", "visitor_id", "bigint", "rollup_visitors", "rollup_visitors_entries_cap", "rollup_vis",
+                   max_entries=20_000, max_entry_bytes=8_000_000)
+SUBJECTS = (SESSIONS, VISITORS)
+
+STATE_TABLE = SESSIONS.state_table
+SES_DIMENSIONS = ("page",)  # what an entry records besides the bucket; ses/vis families use no other
+assert all(set(f.dims) <= set(SES_DIMENSIONS) for f in families("ses") + families("vis"))
 
 
 def entry_sql(alias: str = "") -> str:
@@ -32,25 +69,27 @@ def entry_sql(alias: str = "") -> str:
 # the cap is refused (check violation of CAP_CONSTRAINT, which the writer answers as that
 # event's 422 naming session_id); unique_sessions stays exact for everything stored. Real
 # sessions are far below it (the query benchmark's longest: 40 entries).
-SESSION_MAX_ENTRIES = 5_000
-SESSION_MAX_ENTRY_BYTES = 2_000_000  # all entries' text together (pages can be 6 KB each)
-CAP_CONSTRAINT = "rollup_sessions_entries_cap"
+SESSION_MAX_ENTRIES = SESSIONS.max_entries
+SESSION_MAX_ENTRY_BYTES = SESSIONS.max_entry_bytes  # all entries' text together (pages can be 6 KB each)
+CAP_CONSTRAINT = SESSIONS.cap_constraint
 
 
-def _cap_check() -> sql.Composable:
+def _cap_check(subj: "Subject | None" = None) -> sql.Composable:
+    subj = subj or SESSIONS
     return sql.SQL(
         "CHECK (cardinality(entries) <= {n} AND octet_length(array_to_string(entries, '')) <= {b})").format(
-        n=sql.Literal(SESSION_MAX_ENTRIES), b=sql.Literal(SESSION_MAX_ENTRY_BYTES))
+        n=sql.Literal(subj.max_entries), b=sql.Literal(subj.max_entry_bytes))
 
 
-def state_ddl(s: sql.Identifier) -> list[sql.Composable]:
-    table = sql.SQL("{}.{}").format(s, sql.Identifier(STATE_TABLE))
+def state_ddl(s: sql.Identifier, subj: Subject = SESSIONS) -> list[sql.Composable]:
+    table = sql.SQL("{}.{}").format(s, sql.Identifier(subj.state_table))
     return [
         sql.SQL("""CREATE TABLE IF NOT EXISTS {table} (
-            session_id text PRIMARY KEY,
+            {key} {key_type} PRIMARY KEY,
             entries text[] NOT NULL,
             CONSTRAINT {cap} {check})""").format(
-            table=table, cap=sql.Identifier(CAP_CONSTRAINT), check=_cap_check()),
+            table=table, key=sql.SQL(subj.key), key_type=sql.SQL(subj.key_type),
+            cap=sql.Identifier(subj.cap_constraint), check=_cap_check(subj)),
         # A table made before the cap existed gets it NOT VALID: enforced on every write from now
         # on, without a scan of the existing rows (nor a failed start if one is over the cap).
         sql.SQL("""DO $do$ BEGIN
@@ -59,8 +98,8 @@ def state_ddl(s: sql.Identifier) -> list[sql.Composable]:
                 ALTER TABLE {table} ADD CONSTRAINT {cap} {check} NOT VALID;
             END IF;
             END $do$""").format(
-            regclass=sql.Literal(table.as_string(None)), cap_name=sql.Literal(CAP_CONSTRAINT),
-            table=table, cap=sql.Identifier(CAP_CONSTRAINT), check=_cap_check()),
+            regclass=sql.Literal(table.as_string(None)), cap_name=sql.Literal(subj.cap_constraint),
+            table=table, cap=sql.Identifier(subj.cap_constraint), check=_cap_check(subj)),
     ]
 
 
@@ -91,38 +130,39 @@ def _apply_delta(s: sql.Identifier, fam: Family, grain: int, *, changed_only: bo
         k=sql.Literal(k), only=only, order=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, n + 3)))
 
 
-# (session_id, ver, e) rows: ver +1 for the new state, -1 for the old one.
+# (session_id, ver, e) rows: ver +1 for the new state, -1 for the old one ({k}: the key).
 _DELTAS = {
-    "insert": "SELECT session_id, 1 AS ver, e FROM new_rows, unnest(entries) AS e",
-    "update": ("SELECT session_id, 1 AS ver, e FROM new_rows, unnest(entries) AS e "
-               "UNION ALL SELECT session_id, -1, e FROM old_rows, unnest(entries) AS e"),
-    "delete": "SELECT session_id, -1 AS ver, e FROM old_rows, unnest(entries) AS e",
+    "insert": "SELECT {k}, 1 AS ver, e FROM new_rows, unnest(entries) AS e",
+    "update": ("SELECT {k}, 1 AS ver, e FROM new_rows, unnest(entries) AS e "
+               "UNION ALL SELECT {k}, -1, e FROM old_rows, unnest(entries) AS e"),
+    "delete": "SELECT {k}, -1 AS ver, e FROM old_rows, unnest(entries) AS e",
 }
 _REFERENCING = {"insert": "NEW TABLE AS new_rows", "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
                 "delete": "OLD TABLE AS old_rows"}
 
 
-def _trigger_statement(s: sql.Identifier, op: str) -> sql.Composable:
+def _trigger_statement(s: sql.Identifier, op: str, subj: Subject = SESSIONS) -> sql.Composable:
     """One statement per trigger call: the delta unnested once, every ses table fed from it."""
     ctes = [sql.SQL("""d0 AS MATERIALIZED (
-        SELECT session_id COLLATE "C" AS sid, ver, split_part(e, '|', 1)::bigint AS b,
-               substr(e, strpos(e, '|') + 1) AS page FROM ({}) x)""").format(sql.SQL(_DELTAS[op]))]
+        SELECT {k}{collate} AS sid, ver, split_part(e, '|', 1)::bigint AS b,
+               substr(e, strpos(e, '|') + 1) AS page FROM ({}) x)""").format(
+        sql.SQL(_DELTAS[op].format(k=subj.key)), k=sql.SQL(subj.key), collate=sql.SQL(subj.collate))]
     changed_only = op == "update"
     if changed_only:
         # Entries added or removed (a rebuild can remove them); keys without any keep their transitions.
         ctes.append(sql.SQL("""chg AS MATERIALIZED (
             (SELECT sid, b, page FROM d0 WHERE ver = 1 EXCEPT SELECT sid, b, page FROM d0 WHERE ver = -1)
             UNION ALL (SELECT sid, b, page FROM d0 WHERE ver = -1 EXCEPT SELECT sid, b, page FROM d0 WHERE ver = 1))"""))
-    for i, (fam, g) in enumerate((f, g) for f in families("ses") for g in f.grains):
+    for i, (fam, g) in enumerate((f, g) for f in families(subj.kind) for g in f.grains):
         ctes.append(sql.SQL("{} AS ({})").format(sql.Identifier(f"w{i}"),
                                                   _apply_delta(s, fam, g, changed_only=changed_only)))
     return sql.SQL("WITH {} SELECT 1 INTO _done").format(sql.SQL(",\n").join(ctes))
 
 
-def trigger_ddl(s: sql.Identifier) -> list[sql.Composable]:
+def trigger_ddl(s: sql.Identifier, subj: Subject = SESSIONS) -> list[sql.Composable]:
     out: list[sql.Composable] = []
     for op in _DELTAS:
-        fn = sql.Identifier(f"rollup_ses_on_{op}")
+        fn = sql.Identifier(f"{subj.trigger_prefix}_on_{op}")
         # A statement-level trigger fires even when the statement changed no row, which at
         # ingest is most of the time (the upsert skips sessions that hold their entries).
         changed = sql.SQL("new_rows" if op != "delete" else "old_rows")
@@ -134,15 +174,16 @@ def trigger_ddl(s: sql.Identifier) -> list[sql.Composable]:
             END IF;
             {body};
             RETURN NULL;
-            END $fn$""").format(s=s, fn=fn, changed=changed, body=_trigger_statement(s, op)))
+            END $fn$""").format(s=s, fn=fn, changed=changed, body=_trigger_statement(s, op, subj)))
         out.append(sql.SQL("""CREATE OR REPLACE TRIGGER {trg} AFTER {op} ON {s}.{state}
             REFERENCING {ref} FOR EACH STATEMENT EXECUTE FUNCTION {s}.{fn}()""").format(
-            trg=sql.Identifier(f"rollup_ses_{op}"), op=sql.SQL(op.upper()), s=s,
-            state=sql.Identifier(STATE_TABLE), ref=sql.SQL(_REFERENCING[op]), fn=fn))
+            trg=sql.Identifier(f"{subj.trigger_prefix}_{op}"), op=sql.SQL(op.upper()), s=s,
+            state=sql.Identifier(subj.state_table), ref=sql.SQL(_REFERENCING[op]), fn=fn))
     return out
 
 
-def upsert_state_sql(source: sql.Composable, *, replace: bool, filtered: bool = False) -> sql.Composable:
+def upsert_state_sql(source: sql.Composable, *, replace: bool, filtered: bool = False,
+                     subj: Subject = SESSIONS) -> sql.Composable:
     """Upsert (session_id, entries) rows from `source`, in session order (lock order).
 
     replace=False (ingest): add entries not already there; a no-op for known entries.
@@ -165,35 +206,36 @@ def upsert_state_sql(source: sql.Composable, *, replace: bool, filtered: bool = 
     # (filtered: `source` already holds only entries the state did not hold when read.)
     skip = sql.SQL("" if replace or filtered else """
         WHERE NOT EXISTS (SELECT 1 FROM {state} cur
-                          WHERE cur.session_id = src.session_id AND src.entries <@ cur.entries)""").format(
-        state=sql.Identifier(STATE_TABLE))
-    return sql.SQL("""INSERT INTO {state} AS s (session_id, entries)
-        SELECT session_id, entries FROM ({source}) src{skip} ORDER BY session_id COLLATE "C"
-        ON CONFLICT (session_id) DO UPDATE {action}""").format(
-        state=sql.Identifier(STATE_TABLE), source=source, skip=skip, action=action)
+                          WHERE cur.{k} = src.{k} AND src.entries <@ cur.entries)""").format(
+        state=sql.Identifier(subj.state_table), k=sql.SQL(subj.key))
+    return sql.SQL("""INSERT INTO {state} AS s ({k}, entries)
+        SELECT {k}, entries FROM ({source}) src{skip} ORDER BY {k}{collate}
+        ON CONFLICT ({k}) DO UPDATE {action}""").format(
+        state=sql.Identifier(subj.state_table), source=source, skip=skip, action=action,
+        k=sql.SQL(subj.key), collate=sql.SQL(subj.collate))
 
 
-def new_entries_from(relation: str) -> sql.Composable:
+def new_entries_from(relation: str, subj: Subject = SESSIONS) -> sql.Composable:
     """(session_id, entries) of an events-shaped relation, keeping only the entries that the
     stored state of their session does not hold yet (sessions with none are left out). At
     ingest nearly every (session, entry) pair of a batch is already stored: it is looked up
     pair by pair, and arrays are built only for what is new, instead of building one array
     per session of the batch and comparing whole arrays."""
-    return sql.SQL("""SELECT session_id, array_agg(e) AS entries FROM (
-            SELECT DISTINCT session_id, {entry} AS e
-            FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL) pairs
+    return sql.SQL("""SELECT {k}, array_agg(e) AS entries FROM (
+            SELECT DISTINCT {k}, {entry} AS e
+            FROM {rel} WHERE NOT is_bot AND {k} IS NOT NULL) pairs
         WHERE NOT EXISTS (SELECT 1 FROM {state} cur
-                          WHERE cur.session_id = pairs.session_id AND pairs.e = ANY (cur.entries))
-        GROUP BY session_id""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
-                                        state=sql.Identifier(STATE_TABLE))
+                          WHERE cur.{k} = pairs.{k} AND pairs.e = ANY (cur.entries))
+        GROUP BY {k}""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
+                                 state=sql.Identifier(subj.state_table), k=sql.SQL(subj.key))
 
 
-def entries_from(relation: str, where: str = "TRUE") -> sql.Composable:
+def entries_from(relation: str, where: str = "TRUE", subj: Subject = SESSIONS) -> sql.Composable:
     """(session_id, entries) aggregated from an events-shaped relation (human events only)."""
     # Distinct pairs first, then one array per session: both steps can hash. (array_agg(DISTINCT)
     # sorts every session's rows, comparing text in the database collation.)
-    return sql.SQL("""SELECT session_id, array_agg(e) AS entries FROM (
-            SELECT DISTINCT session_id, {entry} AS e
-            FROM {rel} WHERE NOT is_bot AND session_id IS NOT NULL AND ({where})) pairs
-        GROUP BY session_id""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
-                                        where=sql.SQL(where))
+    return sql.SQL("""SELECT {k}, array_agg(e) AS entries FROM (
+            SELECT DISTINCT {k}, {entry} AS e
+            FROM {rel} WHERE NOT is_bot AND {k} IS NOT NULL AND ({where})) pairs
+        GROUP BY {k}""").format(entry=sql.SQL(entry_sql()), rel=sql.SQL(relation),
+                                 where=sql.SQL(where), k=sql.SQL(subj.key))

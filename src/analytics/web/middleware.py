@@ -3,14 +3,29 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import uuid
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..privacy.visitor import access_hash
+from .client import client_ip
 from .logging import access_log, request_id_var
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Keys the access log's client hash before this worker has the day's salt (its first moments,
+# or while the database is down): random per process, so the raw address is never written.
+_FALLBACK_KEY = secrets.token_bytes(32)
+
+
+def _client_hash(scope) -> str:
+    """The client address, keyed with today's salt (privacy/visitor.access_hash): lines of one
+    client can be told apart within a day, and the address cannot be read back."""
+    state = scope["app"].state if "app" in scope else None
+    salts = getattr(state, "salts", None)
+    salt = (salts.cached() if salts is not None else None) or _FALLBACK_KEY
+    return access_hash(salt, client_ip(scope, getattr(state, "trusted_networks", ())))
 
 
 class RequestContextMiddleware:
@@ -52,7 +67,7 @@ class RequestContextMiddleware:
                 self.observe(scope, status, elapsed)
             if self.access_log:
                 access_log(scope.get("method"), scope.get("path"), status,
-                           round(elapsed * 1000, 2), rid)
+                           round(elapsed * 1000, 2), rid, _client_hash(scope))
             request_id_var.reset(token)
 
 
