@@ -12,7 +12,7 @@ export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
 endif
 
-.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key clean
+.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key retention import clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -76,6 +76,16 @@ SCOPE ?= read
 key: venv db
 	@test -n "$(NAME)" || { echo "usage: make key NAME=dashboard SCOPE=read" >&2; exit 2; }
 	@$(PY) -m analytics keys create --name "$(NAME)" --scope "$(SCOPE)"
+# Drop raw events and rollups past RETENTION_DAYS / ROLLUP_RETENTION_DAYS now (the service also
+# does it daily by itself); RETENTION_ARGS=status shows the horizons.
+retention: venv db
+	$(PY) -m analytics retention $(RETENTION_ARGS)
+# Load events from files (our export as NDJSON/CSV, or Umami's website_event CSV; gzip too),
+# resumable: run it again after an interruption, e.g.
+#   make import FILE="history.ndjson.gz umami.csv" IMPORT_ARGS="--chunk-rows 20000"
+import: venv db
+	@test -n "$(FILE)" || { echo 'usage: make import FILE=path [IMPORT_ARGS=...]'; exit 2; }
+	$(PY) -m analytics import $(IMPORT_ARGS) $(FILE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,8 +2,8 @@
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
-history"), then the database is dropped (unless --keep is given); then the user-agent and the
-fast-path, key-check and metrics benchmarks.
+history"), the export benchmark on that database, then the database is dropped (unless --keep
+is given); then the user-agent, fast-path, key-check and metrics benchmarks.
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors")
+SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
+          "retention", "import")
 
 
 def _all(rest: list[str]) -> int:
-    from bench import fastpath, ingest, keys, metrics, query, ua
+    from bench import export, fastpath, ingest, keys, metrics, query, ua
 
     keep = "--keep" in rest
     rest = [a for a in rest if a != "--keep"]
@@ -25,6 +26,7 @@ def _all(rest: list[str]) -> int:
     try:
         rc |= int(query.main(["--keep", "--db", db]) or 0)
         rc |= int(ingest.main([*rest, "--history", "--db", db]) or 0)
+        rc |= int(export.main(["--reuse", "--db", db]) or 0)  # rows/s and worker RSS on that database
     finally:
         if not keep:
             query._drop_database(db)
@@ -46,7 +48,8 @@ def main(argv: list[str]) -> int:
     if name not in SUITES:
         print(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(f"bench.{name}").main(rest) or 0)
+    module = "importer" if name == "import" else name  # `import` is a keyword
+    return int(importlib.import_module(f"bench.{module}").main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ HOW_TO = "make key NAME=dashboard SCOPE=read"
 def read_routes(event_id: str) -> list[tuple[str, dict]]:
     return [("/api/v1/stats/timeseries", STATS), ("/api/v1/stats/breakdown", {**STATS, "group_by": "page"}),
             ("/api/v1/stats/totals", STATS), ("/api/events/", {"duration": "1 day"}),
-            (f"/api/events/{event_id}/", {})]
+            (f"/api/events/{event_id}/", {}), ("/api/v1/events/export", STATS)]
 
 
 def bearer(key: str) -> dict:
@@ -111,7 +111,8 @@ def test_the_schema_documents_the_security_of_every_guarded_route(client, api_mo
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
     assert spec["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
     reads = [("/api/v1/stats/timeseries", "get"), ("/api/v1/stats/breakdown", "get"),
-             ("/api/v1/stats/totals", "get"), ("/api/events/", "get"), ("/api/events/{event_id}/", "get")]
+             ("/api/v1/stats/totals", "get"), ("/api/events/", "get"), ("/api/events/{event_id}/", "get"),
+             ("/api/v1/events/export", "get")]
     for path, method in reads:
         op = spec["paths"][path][method]
         assert op["security"] == [{"bearer": []}, {"apiKey": []}], path

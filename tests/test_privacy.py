@@ -170,7 +170,7 @@ def test_trusted_proxy_forwarded_address_is_used_and_stored_with_store_ip(db_url
         assert [rows[k][0] for k in "abcd"] == ["198.51.100.7", "198.51.100.8", "198.51.100.7", "127.0.0.1"]
         assert rows["a"][1] == rows["c"][1] != rows["b"][1]  # the forwarded address is who it is
         assert rows["d"][1] not in (rows["a"][1], rows["b"][1])
-        got = httpx.get(f"{s.url}/api/events/{a['id']}/").json()
+        got = httpx.get(f"{s.url}/api/events/{a['id']}/", headers=s.headers).json()
         assert got["ip_address"] == "198.51.100.7" and "visitor_id" not in got
         conn.close()
     finally:

@@ -145,7 +145,8 @@ def test_every_limited_route_documents_its_429(srv):
     spec = httpx.get(srv.url + "/openapi.json").json()
     limited = {("/api/events/", "post"), ("/api/events/batch", "post"), ("/api/events/", "get"),
                ("/api/events/{event_id}/", "get"), ("/api/v1/stats/timeseries", "get"),
-               ("/api/v1/stats/breakdown", "get"), ("/api/v1/stats/totals", "get")}
+               ("/api/v1/stats/breakdown", "get"), ("/api/v1/stats/totals", "get"),
+               ("/api/v1/events/export", "get")}
     for path, method in limited:
         doc = spec["paths"][path][method]["responses"]["429"]
         assert "Retry-After" in doc["headers"], (path, method)

@@ -4,6 +4,8 @@
   privacy   scrub stored IP addresses               (analytics.privacy.cli)
   migrate   schema migrations (also: python -m analytics.migrations)
   rollups   rebuild rollups  (also: python -m analytics.rollups)
+  retention drop raw events and rollups past RETENTION_DAYS / ROLLUP_RETENTION_DAYS now
+  import    load events from files: our export, or Umami's   (analytics.importer.cli)
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ COMMANDS = {
     "privacy": "analytics.privacy.cli",
     "migrate": "analytics.migrations.__main__",
     "rollups": "analytics.rollups.__main__",
+    "retention": "analytics.retention.cli",
+    "import": "analytics.importer.cli",
 }
 
 

@@ -115,6 +115,11 @@ class Settings:
         default_factory=lambda: config("READ_MAX_LAG_SECONDS", default=10.0, cast=float))
     read_health_interval_s: float = field(
         default_factory=lambda: config("READ_HEALTH_INTERVAL_SECONDS", default=2.0, cast=float))
+    # Exports (GET /api/v1/events/export): at most this many at once per worker (each holds a read
+    # connection and a database core), each at most this long (its own statement timeout).
+    export_concurrency: int = field(default_factory=lambda: config("EXPORT_CONCURRENCY", default=2, cast=int))
+    export_max_seconds: float = field(
+        default_factory=lambda: config("EXPORT_MAX_SECONDS", default=3600.0, cast=float))
     # Who the client is (web/client.py): proxies whose X-Forwarded-For / Forwarded we believe.
     trusted_proxies: tuple[str, ...] = field(
         default_factory=lambda: tuple(config("TRUSTED_PROXIES", default="", cast=Csv())))
@@ -152,6 +157,12 @@ class Settings:
     store_ip: bool = field(default_factory=lambda: config("STORE_IP", default=False, cast=bool))
     visitor_salt_refresh_s: float = field(
         default_factory=lambda: config("VISITOR_SALT_REFRESH_SECONDS", default=3600.0, cast=float))
+    # Retention (analytics.retention): days of raw events and of rollups to keep; 0 keeps them forever.
+    retention_days: float = field(default_factory=lambda: config("RETENTION_DAYS", default=0.0, cast=float))
+    rollup_retention_days: float = field(
+        default_factory=lambda: config("ROLLUP_RETENTION_DAYS", default=0.0, cast=float))
+    retention_interval_s: float = field(
+        default_factory=lambda: config("RETENTION_INTERVAL_SECONDS", default=86400.0, cast=float))
 
 
 def get_settings() -> Settings:

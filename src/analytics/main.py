@@ -21,11 +21,14 @@ from .auth.store import KeyStore
 from .config import Settings, get_settings
 from .db import make_pools
 from .replicas import ReadRouter
+from .export import router as export_router
 from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache, classify
 from .ingestion.pipeline import Enricher
 from .ingestion.writer import EventWriter
 from .privacy.salts import SaltKeeper
+from .retention import check_settings as check_retention
+from .retention.worker import RetentionTask
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health, metrics, ratelimit
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     trusted_networks = parse_networks(settings.trusted_proxies)  # a bad entry fails the start, named
+    check_retention(settings)  # ROLLUP_RETENTION_DAYS < RETENTION_DAYS: refuse to start
     install_rollups()  # every stored event is folded into the rollups in the same statement
     metrics.configure(settings.metrics_enabled)
 
@@ -116,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.metrics_sampler.start()
         if settings.metrics_port:
             metrics.serve_port(settings.metrics_host, settings.metrics_port)
+        # Retention (when configured): one run per interval per database, whichever worker gets it.
+        state.retention = RetentionTask(settings)
+        state.retention.start(state.schema_ready)
         # Everything built so far (the app, its schemas, the libraries) lives as long as the
         # process: keep it out of the cyclic collector's full passes, whose pauses showed in
         # the single-event p99.
@@ -130,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.metrics_sampler.stop()
             await state.keys.stop()
             await state.salts.stop()
+            await state.retention.stop()
             await state.writer.stop()
             await state.reads.close()
             await state.pool.close()
@@ -155,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])
     app.include_router(stats_router.router, prefix="/api/v1/stats", tags=["stats"])
+    app.include_router(export_router.router, prefix="/api/v1/events", tags=["export"])
     # The single event (the tracker's POST) has its own, small body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits={
         "/api/events/": (settings.max_event_bytes, "MAX_EVENT_BYTES")})

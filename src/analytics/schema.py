@@ -91,11 +91,13 @@ def current_ddl(schema: str, chunk_interval: str) -> list[sql.Composable]:
     the migrations in `migrations/versions` must produce (tests/test_migrations.py compares the
     two catalogs). Startup does not run it: it runs the migrations."""
     from .auth.keys import api_keys_ddl
+    from .importer.ddl import import_ddl
     from .privacy.salts import salts_ddl
+    from .retention import retention_ddl
     from .rollups import rollup_ddl
 
     return (events_ddl(schema, chunk_interval) + rollup_ddl(schema) + api_keys_ddl(schema)
-            + salts_ddl(schema))
+            + salts_ddl(schema) + retention_ddl(schema) + import_ddl(schema))
 
 
 async def bootstrap(conn: psycopg.AsyncConnection, settings: Settings) -> DatabaseInfo:

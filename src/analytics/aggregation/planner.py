@@ -9,6 +9,11 @@ Metrics fall in three kinds, each with its own rollup kind (see rollups.catalog)
   table's grain and a family whose dimensions are exactly the query's (group_by plus
   single-valued filters), human events only. Otherwise: raw events.
 Among families that fit, the planner takes the one with the fewest rows to read.
+
+Retention (analytics.retention): raw events before the raw horizon are gone, so a plan never
+reads raw events there: it takes a family whose pieces cover that part from rollups, or the
+question is refused (BeyondHorizon, a 422). Nothing is kept before the rollup horizon: a
+question starting there is refused. The horizons come with the ready tables (ReadyTables).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache, reduce
 from math import gcd
 
+from ..retention.state import NO_HORIZONS, Horizons
 from ..rollups.catalog import Family, families
 from .intervals import Interval
 from .query import StatsQuery
@@ -28,6 +34,39 @@ KIND_OF_METRIC = {"events": "agg", "avg_duration": "agg", "unique_sessions": "se
 _WIDTH = {"total": 1, "tech": 40, "page": 600, "reftech": 150, "pageos": 2200, "pagetech": 5000,
           "pageref": 3000, "all": 11000, "referrer": 15, "os": 7, "browser": 15, "device": 5}
 RAW_ROWS_PER_SECOND = 1.3  # ~10M events / 90 days; only used to compare a raw sliver with a rollup
+
+
+class ReadyTables(frozenset):
+    """The rollup tables that are complete, with the horizons before which data is gone: both
+    read in one statement and cached together (aggregation.service.ReadyRollups)."""
+
+    horizons: Horizons = NO_HORIZONS
+
+    def __new__(cls, names=(), horizons: Horizons = NO_HORIZONS):
+        obj = super().__new__(cls, names)
+        obj.horizons = horizons
+        return obj
+
+
+class BeyondHorizon(Exception):
+    """The question needs data older than a retention horizon (the service's 422)."""
+
+    def __init__(self, horizon: datetime, raw: bool) -> None:
+        at = horizon.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        if raw:
+            msg = (f"this question needs raw events from before {at}, the raw retention horizon (older "
+                   "events were dropped, RETENTION_DAYS): start at or after it, or ask what the rollups "
+                   "answer (a range and interval of whole hours or days, one value per filter; "
+                   "unique_sessions without include_bots)")
+        else:
+            msg = (f"nothing is kept from before {at}, the rollup retention horizon "
+                   "(ROLLUP_RETENTION_DAYS): start at or after it")
+        super().__init__(msg)
+        self.horizon, self.raw = horizon, raw
+
+
+def _horizons(ready) -> Horizons:
+    return getattr(ready, "horizons", NO_HORIZONS)
 
 
 @dataclass(frozen=True)
@@ -89,7 +128,10 @@ def _divides(grain: int, alignment: int) -> bool:
     return alignment % (grain * _US) == 0
 
 
-def _raw(kind: str, q: StatsQuery) -> Source:
+def _raw(kind: str, q: StatsQuery, horizon: datetime | None = None) -> Source:
+    """The whole range from raw events; refused when part of it is before the raw horizon."""
+    if horizon is not None and q.start < horizon:
+        raise BeyondHorizon(horizon, raw=True)
     return Source(kind, None, (Piece(None, q.start, q.end),))
 
 
@@ -117,8 +159,10 @@ def _cost(pieces, fam: Family, grains: dict[str, int]) -> float:
 
 
 def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
+    horizon = _horizons(ready).raw
     if q.force_raw:
-        return _raw(kind, q)
+        return _raw(kind, q, horizon)
+    gone = None if horizon is None else _us(horizon)
     needed = set(q.group_by) | q.filters.dimensions()
     interior = _alignment(q.edges[1:])
     best = None
@@ -129,11 +173,13 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
         if not grains:
             continue
         pieces = _cover(_us(q.start), _us(q.end), grains)
+        if gone is not None and any(t is None and lo < gone for t, lo, _ in pieces):
+            continue  # a raw sliver where raw events were dropped
         cost = _cost(pieces, fam, {t: g for g, t in grains})
         if best is None or cost < best[0]:
             best = (cost, fam, pieces)
     if best is None:
-        return _raw(kind, q)
+        return _raw(kind, q, horizon)
     _, fam, pieces = best
     return Source(kind, fam, tuple(
         Piece(t, _at(lo), _at(hi)) for t, lo, hi in pieces))
@@ -141,15 +187,16 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
 
 def _sessions(q: StatsQuery, ready: set[str], kind: str = "ses") -> Source:
     """Distinct sessions (kind 'ses') or visitors ('vis') from first-seen tables, else raw."""
+    horizon = _horizons(ready).raw
     if q.force_raw or q.filters.include_bots or q.filters.get("page_prefix") and "page" not in q.group_by:
-        return _raw(kind, q)
+        return _raw(kind, q, horizon)
     dims = set(q.group_by)
     for name, values in q.filters.values:
         dim = "page" if name == "page_prefix" else name
         if dim in q.group_by:
             continue
         if len(values) != 1 or name == "page_prefix":
-            return _raw(kind, q)  # one session counted once across several values: not summable
+            return _raw(kind, q, horizon)  # one session counted once across several values: not summable
         dims.add(dim)
     bounds = _alignment((q.start, q.end, *q.edges[1:]))
     for fam in families(kind):
@@ -158,10 +205,14 @@ def _sessions(q: StatsQuery, ready: set[str], kind: str = "ses") -> Source:
         for g, table in reversed(fam.tables()):
             if table in ready and _divides(g, bounds):
                 return Source(kind, fam, (Piece(table, q.start, q.end),))
-    return _raw(kind, q)
+    return _raw(kind, q, horizon)
 
 
 def plan(q: StatsQuery, ready: set[str]) -> Plan:
+    """Raises BeyondHorizon when the question needs data that retention dropped."""
+    rollup_horizon = _horizons(ready).rollup
+    if rollup_horizon is not None and q.start < rollup_horizon:
+        raise BeyondHorizon(rollup_horizon, raw=False)
     kinds = {KIND_OF_METRIC[m] for m in q.metrics}
     return Plan(agg=_summable("agg", q, ready),
                 dur=_summable("dur", q, ready) if "dur" in kinds else None,
@@ -170,7 +221,8 @@ def plan(q: StatsQuery, ready: set[str]) -> Plan:
 
 
 def seed_table(width: Interval, ready: set[str]) -> str | None:
-    """The rollup that answers seed 004's `time_bucket(width, time)` by page and os exactly, if any."""
+    """The rollup that answers seed 004's `time_bucket(width, time)` by page and os exactly, if any.
+    (None means raw events: the seed reader refuses that once a raw horizon exists.)"""
     best = None
     for fam in families("agg"):
         if not {"page", "os"} <= set(fam.dims):

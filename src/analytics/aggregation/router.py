@@ -64,6 +64,12 @@ _HINTS = typing.get_type_hints(_declared, include_extras=True)
 _BASE = {n: p.replace(annotation=_HINTS[n]) for n, p in inspect.signature(_declared).parameters.items()}
 
 
+def parameters(*names: str) -> list[inspect.Parameter]:
+    """Some of the declared parameters, for another read route that takes them with the same
+    meaning, schema and checks (GET /api/v1/events/export: the range and the filters)."""
+    return [_BASE[n] for n in names]
+
+
 class StatsParams:
     """The validated parameters of one request (absent ones at their declared defaults)."""
 
@@ -188,6 +194,10 @@ class StatsMeta(BaseModel):
     limit: Optional[int] = None
     offset: Optional[int] = None
     unique_visitors: Optional[str] = None  # what the metric means (service.VISITORS_NOTE)
+    raw_horizon: Optional[str] = Field(None, description="Raw events before this instant were dropped "
+                                                         "(RETENTION_DAYS); null: none were")
+    rollup_horizon: Optional[str] = Field(None, description="Nothing is kept before this instant "
+                                                            "(ROLLUP_RETENTION_DAYS); null: all is")
 
 
 class StatsResponse(BaseModel):
@@ -197,7 +207,7 @@ class StatsResponse(BaseModel):
 
 # Rules every stats endpoint enforces beyond what the schema states (web/rules.py).
 _RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "needs_group_by",
-          "requested_metric", "unknown_parameter")
+          "requested_metric", "unknown_parameter", "retention_horizon")
 
 
 def _doc(*rules: str) -> dict:

@@ -40,7 +40,7 @@ class EventBucketSchema(SQLModel):
 
 @router.get("/", response_model=List[EventBucketSchema], dependencies=[Depends(limit_read)], responses={
     429: RESPONSE_429,
-    422: rules_422("interval_bounds", "too_many_rows", "unknown_parameter",
+    422: rules_422("interval_bounds", "too_many_rows", "unknown_parameter", "retention_horizon",
                    description="A parameter is invalid (named in detail.loc), or the answer would be over "
                                "SEED_MAX_ROWS rows (`duration`: ask for a coarser one or fewer pages)"),
     503: {"description": "The question is too expensive (READ_STATEMENT_TIMEOUT_MS), too many reads are "

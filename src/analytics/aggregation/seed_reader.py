@@ -7,6 +7,10 @@ whenever the planner finds one whose grain divides the width (time_bucket's defa
 The JSON is written by PostgreSQL, byte for byte what FastAPI renders for the seed's
 `List[EventBucketSchema]` (pydantic's datetime form, Python's float repr, compact separators,
 UTF-8): turning 7,500 rows into Python objects and back into JSON took longer than the query.
+
+Retention: once raw events were dropped, a width no rollup answers is a 422 naming `duration`
+(raw events would count only what is left); rollup rows before the rollup horizon are gone, so
+a bucket that starts before it (it would be partial) is left out of the answer.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
 from ..replicas import ReadRouter, ReadTarget
+from ..retention.state import NO_HORIZONS
 from ..web.errors import validation_error
 from .guard import RawGate
 from .intervals import Interval
@@ -49,6 +54,7 @@ SELECT time_bucket(%(width)s::interval, bucket) AS bucket,
 FROM {table}
 WHERE page = ANY(%(pages)s)
 GROUP BY 1, 2, 3
+HAVING %(kept_from)s::timestamptz IS NULL OR time_bucket(%(width)s::interval, bucket) >= %(kept_from)s
 """
 
 # pydantic's datetime: the session's local time, '.ffffff' only when there are microseconds,
@@ -113,12 +119,21 @@ class SeedReader:
 
     async def _answer_on(self, target: ReadTarget, interval: Interval, pages: list[str],
                          force_raw: bool) -> tuple[bytes, ReadTarget]:
-        table = None if force_raw else seed_table(interval, await ready_of(target).current(target.pool))
+        # The ready tables and retention horizons of the server that answers.
+        ready = await ready_of(target).current(target.pool)
+        table = None if force_raw else seed_table(interval, ready)
+        horizons = getattr(ready, "horizons", NO_HORIZONS)
+        if table is None and horizons.raw is not None:
+            raise validation_error("duration", (
+                f"this duration needs raw events, and those before {horizons.raw.isoformat()} were dropped "
+                "(the raw retention horizon, RETENTION_DAYS): ask for whole days (1 day, 1 week, 1 month)"),
+                rule="retention_horizon")
         async with self.raw_gate.slot(table is None and self.raw_gate.heavy(_ALL_TIME)):
             async with connection(target.pool) as conn:
                 async with read_snapshot(conn, many=False):
                     cur = await conn.execute(seed_json_query(table), {
-                        "width": interval.to_pg(), "pages": pages, "limit": self.max_rows + 1}, prepare=False)
+                        "width": interval.to_pg(), "pages": pages, "limit": self.max_rows + 1,
+                        "kept_from": horizons.rollup}, prepare=False)
                     rows = await cur.fetchall()
         if len(rows) > self.max_rows:
             raise validation_error("duration", f"the answer would have more than {self.max_rows} rows; "

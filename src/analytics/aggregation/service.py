@@ -13,6 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
 from ..replicas import ReadRouter, ReadTarget
+from ..retention.state import STATE_TABLE as RETENTION_TABLE
+from ..retention.state import HORIZONS_TTL_S, Horizons
 from ..rollups.ddl import META_TABLE
 from ..web import metrics
 from ..web.errors import validation_error
@@ -20,10 +22,10 @@ from .buckets import iso
 from .builder import Builder
 from .cache import AnswerCache, SingleFlight
 from .guard import RawGate, raw_span
-from .planner import KIND_OF_METRIC, Plan, plan
+from .planner import KIND_OF_METRIC, BeyondHorizon, Plan, ReadyTables, plan
 from .query import MAX_SERIES_ROWS, StatsQuery
 
-_READY_TTL = 5.0
+_READY_TTL = HORIZONS_TTL_S  # a retention run waits for every worker to re-read its horizons
 
 
 @dataclass
@@ -65,10 +67,11 @@ async def read_snapshot(conn: psycopg.AsyncConnection, many: bool) -> AsyncItera
 
 
 class ReadyRollups:
-    """Which rollup tables are complete (rollup_meta.ready), re-read every few seconds."""
+    """Which rollup tables are complete (rollup_meta.ready), and the retention horizons, re-read
+    every few seconds (a retention run waits longer than that before it drops anything)."""
 
     def __init__(self) -> None:
-        self._names: set[str] = set()
+        self._names: ReadyTables = ReadyTables()
         self._at = -1e9
 
     async def current(self, pool: AsyncConnectionPool) -> set[str]:
@@ -81,8 +84,12 @@ class ReadyRollups:
 
     async def get(self, conn: psycopg.AsyncConnection) -> set[str]:
         if time.monotonic() - self._at > _READY_TTL:
-            cur = await conn.execute(sql.SQL("SELECT name FROM {} WHERE ready").format(sql.Identifier(META_TABLE)))
-            self._names = {r[0] for r in await cur.fetchall()}
+            cur = await conn.execute(sql.SQL("""SELECT ARRAY(SELECT name FROM {} WHERE ready),
+                    h.raw_horizon, h.rollup_horizon
+                FROM (SELECT 1) one LEFT JOIN {} h ON true""").format(
+                sql.Identifier(META_TABLE), sql.Identifier(RETENTION_TABLE)))
+            names, raw, rollup = await cur.fetchone()
+            self._names = ReadyTables(names, Horizons(raw, rollup))
             self._at = time.monotonic()
         return self._names
 
@@ -135,10 +142,25 @@ def _meta(q: StatsQuery, p: Plan, **extra) -> dict:
 
 def _plans(q: StatsQuery, ready: set[str]) -> list[Plan]:
     """The plans of every statement an answer runs that can read raw events."""
-    plans = [plan(q, ready)]
+    plans = [_plan(q, ready)]
     if q.compare == "previous":
-        plans.append(plan(_previous(q), ready))
+        plans.append(_plan(_previous(q), ready, field="compare"))
     return plans
+
+
+def _plan(q: StatsQuery, ready: set[str], field: str = "start") -> Plan:
+    """plan(), with a question that needs data retention dropped as a 422 naming `field`."""
+    try:
+        return plan(q, ready)
+    except BeyondHorizon as exc:
+        raise validation_error(field, str(exc), rule="retention_horizon") from None
+
+
+def _horizon_meta(ready: set[str], tz) -> dict:
+    """The instants before which raw events and rollups are gone (null: none dropped)."""
+    h = getattr(ready, "horizons", None) or Horizons()
+    return {"raw_horizon": iso(h.raw, tz) if h.raw else None,
+            "rollup_horizon": iso(h.rollup, tz) if h.rollup else None}
 
 
 def _previous(q: StatsQuery) -> StatsQuery:
@@ -187,7 +209,7 @@ class StatsService:
 
     async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None,
                     p: Plan | None = None) -> tuple[str, int, Plan]:
-        p = p or plan(q, ready)
+        p = p or _plan(q, ready)
         b = Builder(q, groups)
         # Never a prepared statement: a generic plan knows nothing of the arrays and ranges passed
         # in and picked nested loops that took seconds; planning afresh costs under a millisecond.
@@ -225,6 +247,7 @@ class StatsService:
                 meta.update(compare="previous", previous={
                     "start": iso(prev_q.start, q.tz), "end": iso(prev_q.end, q.tz),
                     "sources": {m: getattr(prev_plan, KIND_OF_METRIC[m]).label for m in q.metrics}})
+        meta.update(_horizon_meta(ready, q.tz))
         return b'{"meta":' + json.dumps(meta).encode() + b',"results":' + results.encode() + b"}"
 
 

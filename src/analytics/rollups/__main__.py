@@ -35,7 +35,11 @@ def main(argv: list[str]) -> int:
     asyncio.run(bootstrap_with_retry(settings))  # the schema at head first
     with psycopg.connect(str(settings.database_url)) as conn:
         conn.execute("SELECT set_config('search_path', %s, false)", (f"{settings.db_schema}, public",))
-        report = rebuild(conn, args.start, args.end)
+        try:
+            report = rebuild(conn, args.start, args.end)
+        except ValueError as exc:  # e.g. a range before the retention horizon
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
     span = "everything" if report.start is None else f"{report.start.isoformat()} .. {report.end.isoformat()}"
     print(f"rebuilt rollups ({span}) in {report.seconds:.1f}s; events table: {report.events} rows")
     for table, n in report.rows.items():

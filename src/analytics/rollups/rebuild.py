@@ -5,6 +5,10 @@ ranged rebuild takes events outside its range as already reflected in the rollup
 whole range that was loaded or repaired.
 Runs in one transaction holding a SHARE lock on events: readers go on, writers wait (the
 service's writer queues and retries), so no event can slip between the scan and the commit.
+
+Once retention dropped raw events (a raw horizon in `retention_state`), the rollups are all
+that is left before it: a full rebuild, or a range starting before it, is refused (it would
+empty them), and a ranged rebuild keeps the session entries it cannot read back.
 """
 from __future__ import annotations
 
@@ -69,9 +73,17 @@ def _additive(conn: psycopg.Connection, start: datetime | None, end: datetime | 
                 finer = table
 
 
+def raw_horizon(conn: psycopg.Connection) -> datetime | None:
+    """Raw events before this were dropped by retention (None: none were)."""
+    row = conn.execute("""SELECT CASE WHEN to_regclass('retention_state') IS NOT NULL
+        THEN (SELECT raw_horizon FROM retention_state) END""").fetchone()
+    return row[0] if row else None
+
+
 def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | None,
-              subj: Subject = SESSIONS) -> None:
-    """The state of one subject (sessions or visitors) and, through its triggers, its first-seen tables."""
+              subj: Subject = SESSIONS, horizon: datetime | None = None) -> None:
+    """The state of one subject (sessions or visitors) and, through its triggers, its first-seen
+    tables."""
     k, state = subj.key, sql.Identifier(subj.state_table)
     if start is None:
         conn.execute(upsert_state_sql(entries_from("events", subj=subj), replace=True, subj=subj))
@@ -100,9 +112,18 @@ def _sessions(conn: psycopg.Connection, start: datetime | None, end: datetime | 
     hi = end if q_hi is None else max(end, datetime.fromtimestamp((q_hi + 1) * SES_BASE, timezone.utc))
     # Their entries from one scan, kept for both steps below (a second scan to find the sessions
     # left without events took 6 s of a 1-day rebuild at 10M events, writers waiting).
-    conn.execute(sql.SQL("CREATE TEMP TABLE rebuild_entries ON COMMIT DROP AS {}").format(entries_from(
-        "events", _range("time", lo, hi).as_string(conn)
-        + f" AND {k} IN (SELECT {k} FROM rebuild_sessions)", subj)))
+    scanned = entries_from("events", _range("time", max(lo, horizon) if horizon else lo, hi).as_string(conn)
+                           + f" AND {k} IN (SELECT {k} FROM rebuild_sessions)", subj)
+    if horizon is not None:
+        # Entries before the raw horizon cannot be read back from events: keep the stored ones.
+        scanned = sql.SQL("""SELECT {k}, array_agg(e) AS entries FROM (
+                SELECT {k}, unnest(entries) AS e FROM ({scanned}) f
+                UNION
+                SELECT s.{k}, e FROM {state} s JOIN rebuild_sessions USING ({k}),
+                       unnest(s.entries) AS e WHERE split_part(e, '|', 1)::bigint < {q}) x
+            GROUP BY {k}""").format(scanned=scanned, state=state, k=sql.SQL(k),
+                                    q=sql.Literal(int(horizon.timestamp()) // SES_BASE))
+    conn.execute(sql.SQL("CREATE TEMP TABLE rebuild_entries ON COMMIT DROP AS {}").format(scanned))
     conn.execute(upsert_state_sql(sql.SQL(f"SELECT {k}, entries FROM rebuild_entries"), replace=True,
                                   subj=subj))
     # Sessions left without any human event lose their state (the delete trigger takes them out).
@@ -126,12 +147,18 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")
         conn.execute("LOCK TABLE events IN SHARE MODE")
+        horizon = raw_horizon(conn)
+        if horizon is not None and (start is None or start < horizon):
+            raise ValueError(
+                f"raw events before {horizon.isoformat()} were dropped by retention and the rollups are all "
+                "that is left of them: a rebuild there would empty them. Rebuild a range that starts at or "
+                f"after {_day_ceil(horizon).isoformat()} (--start/--end)")
         if start is None:
             conn.execute(sql.SQL("TRUNCATE {}").format(
                 sql.SQL(", ").join(sql.Identifier(t) for t in [*STATE_TABLES, *all_tables()])))
         _additive(conn, start, end)
         for subj in SUBJECTS:
-            _sessions(conn, start, end, subj)
+            _sessions(conn, start, end, subj, horizon)
         if start is None:
             conn.execute(sql.SQL("""INSERT INTO {meta} (name, ready, rebuilt_at)
                 SELECT t, true, now() FROM unnest(%s::text[]) AS t

@@ -30,6 +30,10 @@ RULES: dict[str, str] = {
     "totals_only": "`compare` is available on /totals only.",
     "requested_metric": "`order_by` names one of the requested `metrics`.",
     "unknown_parameter": "Parameters that the operation does not define are refused.",
+    "retention_horizon": "A question needs data that retention dropped: raw events before the raw "
+                         "horizon (RETENTION_DAYS) that no rollup answers for, or anything before "
+                         "the rollup horizon (ROLLUP_RETENTION_DAYS). Stats answers state both "
+                         "horizons in `meta`.",
 }
 
 
