@@ -12,7 +12,7 @@ export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
 endif
 
-.PHONY: run test db db-stop db-status venv venv-dev bench rollups-rebuild migrate key retention import clean
+.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key retention import clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -39,6 +39,16 @@ db-stop:
 
 db-status:
 	@bash boot/timescaledb.sh status
+
+# A streaming replica of the local cluster (for DATABASE_READ_URLS); see README "Read replicas".
+db-replica:
+	@bash boot/timescaledb.sh replica start
+
+db-replica-stop:
+	@bash boot/timescaledb.sh replica stop
+
+db-replica-status:
+	@bash boot/timescaledb.sh replica status
 
 run: venv db
 	exec $(VENV)/bin/gunicorn -c boot/gunicorn.conf.py main:app

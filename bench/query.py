@@ -107,6 +107,22 @@ def _rebuild(url: str) -> None:
     print(f"(rebuild wall time {time.perf_counter() - t0:.0f}s)", flush=True)
 
 
+def _sizes(url: str, n: int) -> None:
+    """Disk per million events: the raw hypertable (with its indexes) and every rollup table
+    (the agg/dur families, first-seen sessions and session state), for the scaling guide."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        raw = conn.execute("SELECT hypertable_size(format('%%I.events', %s::text)::regclass)", (SCHEMA,)).fetchone()[0]
+        rollups = conn.execute("""SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint, count(*)
+                                  FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+                                  WHERE s.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'rollup%%'""",
+                               (SCHEMA,)).fetchone()
+    per_m = 1_000_000 / max(1, n)
+    print(f"\ndisk: raw events (hypertable_size, with indexes) {raw / 2**20:,.0f} MiB = "
+          f"{raw * per_m / 2**20:,.0f} MiB per million events; rollups ({rollups[1]} tables, "
+          f"pg_total_relation_size) {rollups[0] / 2**20:,.0f} MiB = {rollups[0] * per_m / 2**20:,.0f} MiB "
+          f"per million events", flush=True)
+
+
 def _questions(end: datetime) -> list[dict]:
     z = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
     d30, d7, h24, d90 = (end - timedelta(days=30), end - timedelta(days=7), end - timedelta(hours=24),
@@ -295,7 +311,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--reps", type=int, default=20, help="HTTP requests per question")
-    ap.add_argument("--raw-reps", type=int, default=5, help="raw queries per question")
+    ap.add_argument("--raw-reps", type=int, default=5, help="raw queries per question (0: skip the raw side)")
     ap.add_argument("--db", default="analytics_bench_query")
     ap.add_argument("--reuse", action="store_true", help="reuse a database loaded by a previous --keep run")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
@@ -319,6 +335,7 @@ def main(argv: list[str]) -> int:
             conn.execute("SELECT set_config('search_path', %s, false)", (f"{SCHEMA}, public",))
             (n, last) = conn.execute("SELECT count(*), max(time) FROM events").fetchone()
         end = last.replace(hour=0, minute=0, second=0, microsecond=0)  # the last whole UTC day
+        _sizes(url, n)
         questions = [q for q in _questions(end) if args.only in q["name"]]
         srv = Server(url, SCHEMA, workers=2, env={"STATS_CACHE_TTL_SECONDS": "0", "LOG_LEVEL": "WARNING"},
                      log_path=Path(f"/tmp/bench-query-{os.getpid()}.log")).start()
@@ -329,7 +346,7 @@ def main(argv: list[str]) -> int:
                 floor, _ = _time_http(client, {"path": "/healthz"}, args.reps)
                 for q in questions:
                     api, body = _time_http(client, q, args.reps)
-                    raw = _time_raw(url, q, args.raw_reps)
+                    raw = _time_raw(url, q, args.raw_reps) if args.raw_reps else []
                     source = body["meta"]["source"] if isinstance(body, dict) else "rollup (seed)"
                     rows.append((q["name"], api, raw, source))
                     print(f"  measured: {q['name']}", flush=True)
@@ -342,7 +359,11 @@ def main(argv: list[str]) -> int:
         print(f"{'question':38s} {'API med':>8s} {'API p95':>8s} {'raw med':>9s} {'raw p95':>9s} {'ratio':>7s}  source")
         print(f"{'(HTTP floor: GET /healthz)':38s} {statistics.median(floor):7.1f}ms {_pct(floor, 0.95):7.1f}ms")
         for name, api, raw, source in rows:
-            am, ap95, rm, rp95 = statistics.median(api), _pct(api, 0.95), statistics.median(raw), _pct(raw, 0.95)
+            am, ap95 = statistics.median(api), _pct(api, 0.95)
+            if not raw:  # --raw-reps 0: the API side only
+                print(f"{name:38s} {am:7.1f}ms {ap95:7.1f}ms {'-':>9s} {'-':>9s} {'-':>7s}  {source}")
+                continue
+            rm, rp95 = statistics.median(raw), _pct(raw, 0.95)
             print(f"{name:38s} {am:7.1f}ms {ap95:7.1f}ms {rm:8.0f}ms {rp95:8.0f}ms {rm / am:6.0f}x  {source}")
         if args.explain:
             for q in questions:

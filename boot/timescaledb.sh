@@ -6,9 +6,13 @@
 #   boot/timescaledb.sh stop
 #   boot/timescaledb.sh status
 #   boot/timescaledb.sh url       # print the DATABASE_URL of the local cluster
+#   boot/timescaledb.sh replica start|stop|status|drop|url
+#                                 # a streaming replica of that cluster (pg_basebackup -R), for
+#                                 # DATABASE_READ_URLS: its own data directory and port
 #
 # Settings (environment): LOCAL_DB_DIR (default .data/pg), LOCAL_DB_PORT (default 54329),
-# LOCAL_DB_NAME (default analytics).
+# LOCAL_DB_NAME (default analytics), LOCAL_DB_REPLICA_DIR (default .data/pg-replica),
+# LOCAL_DB_REPLICA_PORT (default 54330).
 #
 # When DATABASE_URL or POSTGRES_HOST is set, the project uses that database and this script
 # is not needed (the Makefile skips it).
@@ -20,6 +24,12 @@ PORT="${LOCAL_DB_PORT:-54329}"
 DB_NAME="${LOCAL_DB_NAME:-analytics}"
 LOG_FILE="$DATA_DIR/../postgres-$PORT.log"
 BUILD_DIR="${LOCAL_DB_BUILD_DIR:-$ROOT/.data/build}"
+REPLICA_DIR="${LOCAL_DB_REPLICA_DIR:-$ROOT/.data/pg-replica}"
+REPLICA_PORT="${LOCAL_DB_REPLICA_PORT:-54330}"
+REPLICA_LOG="$REPLICA_DIR/../postgres-$REPLICA_PORT.log"
+REPLICA_SLOT="analytics_replica_$REPLICA_PORT"
+# The most WAL the primary keeps for a replica that is stopped or behind (max_slot_wal_keep_size).
+REPLICA_MAX_WAL="${LOCAL_DB_REPLICA_MAX_WAL:-8GB}"
 
 say() { printf '[timescaledb] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -132,16 +142,20 @@ as_owner() {
   fi
 }
 
-is_running() {
-  [ -f "$DATA_DIR/postmaster.pid" ] || return 1
-  as_owner "$(pg_bindir)/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1 || return 1
+is_running() { is_running_in "$DATA_DIR"; }
+
+# Whether the server of data directory $1 runs.
+is_running_in() {
+  local dir=$1
+  [ -f "$dir/postmaster.pid" ] || return 1
+  as_owner "$(pg_bindir)/pg_ctl" -D "$dir" status >/dev/null 2>&1 || return 1
   # pg_ctl only asks whether the recorded pid is alive. After a crash (and a reboot) that pid
   # may belong to an unrelated process; a postmaster runs with its data directory as cwd.
   local pid cwd
-  pid=$(head -n 1 "$DATA_DIR/postmaster.pid" 2>/dev/null || true)
+  pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null || true)
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   cwd=$(readlink -f "/proc/$pid/cwd" 2>/dev/null) || return 0  # cannot tell: trust pg_ctl
-  [ "$cwd" = "$(readlink -f "$DATA_DIR")" ]
+  [ "$cwd" = "$(readlink -f "$dir")" ]
 }
 
 init_cluster() {
@@ -200,6 +214,147 @@ cmd_status() {
 
 cmd_url() { echo "postgresql://postgres@127.0.0.1:$PORT/$DB_NAME"; }
 
+# --- the streaming replica ---------------------------------------------------------------
+# A physical copy of the whole cluster on 127.0.0.1:$REPLICA_PORT, kept up to date by streaming
+# replication from the cluster on $PORT. The primary needs nothing beyond what initdb set up:
+# wal_level=replica and max_wal_senders=10 are PostgreSQL's defaults, and initdb's pg_hba.conf
+# (-A trust) already lets local replication connections in. A replication slot keeps the WAL the
+# replica still needs (a copy of a big cluster takes minutes, during which a busy primary
+# recycles its WAL), bounded by max_slot_wal_keep_size=$REPLICA_MAX_WAL on the primary (set with
+# ALTER SYSTEM and a reload, only when it is unlimited): a replica stopped for longer than that
+# much WAL loses its slot and is copied again on its next start. `replica drop` removes both.
+
+replica_psql() {
+  as_owner "$(pg_bindir)/psql" -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d postgres -tAqc "$1"
+}
+
+replica_streaming() {
+  [ "$(replica_psql "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null)" = "streaming" ]
+}
+
+primary_psql() {
+  as_owner "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -tAqc "$1"
+}
+
+drop_slot() {
+  primary_psql "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$REPLICA_SLOT' AND NOT active" >/dev/null
+}
+
+replica_make() {
+  local tmp="$REPLICA_DIR.partial"
+  if [ "$(primary_psql "SHOW max_slot_wal_keep_size")" = "-1" ]; then
+    say "bounding the WAL the primary keeps for replication slots: max_slot_wal_keep_size = $REPLICA_MAX_WAL (ALTER SYSTEM, reload)"
+    primary_psql "ALTER SYSTEM SET max_slot_wal_keep_size = '$REPLICA_MAX_WAL'" >/dev/null
+    primary_psql "SELECT pg_reload_conf()" >/dev/null
+  fi
+  drop_slot
+  say "copying the cluster on port $PORT into $REPLICA_DIR (pg_basebackup)"
+  rm -rf "$tmp"
+  mkdir -p "$(dirname "$REPLICA_DIR")"
+  mkdir -p "$tmp"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$tmp"; fi
+  chmod 700 "$tmp"
+  # -R: standby.signal and primary_conninfo; -X stream: the WAL of the copy comes along;
+  # -c fast: checkpoint now rather than waiting for the next one.
+  as_owner "$(pg_bindir)/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -D "$tmp" -R -X stream -c fast \
+    -C -S "$REPLICA_SLOT" \
+    || { rm -rf "$tmp"; die "pg_basebackup from 127.0.0.1:$PORT failed (is the cluster running?)"; }
+  mv "$tmp" "$REPLICA_DIR"   # only a complete copy gets the real name
+}
+
+replica_launch() {
+  rm -f "$REPLICA_DIR/postmaster.pid"
+  if [ "$(id -u)" -eq 0 ]; then touch "$REPLICA_LOG" && chown postgres: "$REPLICA_LOG"; fi
+  # A hot standby must allow at least as many connections and locks as its primary (see
+  # cmd_start). hot_standby_feedback: long reads (an export) are not cancelled by the
+  # primary's vacuum of rows they still need.
+  # -t 600: a copy taken while the primary was busy replays minutes of WAL before it opens.
+  as_owner "$(pg_bindir)/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_LOG" -w -t 600 -o \
+    "-p $REPLICA_PORT -k $REPLICA_DIR -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200 -c max_locks_per_transaction=256 -c shared_buffers=256MB -c work_mem=32MB -c hot_standby=on -c hot_standby_feedback=on" \
+    start >/dev/null
+}
+
+# Wait for the replica to stream from the primary: up to $1 seconds, and as long again while it
+# is still replaying the WAL its copy came with (minutes, after a copy taken while the primary
+# was busy). 1 if it cannot (the WAL or slot it needs is gone) or did not in time.
+replica_wait_streaming() {
+  local i last="" now
+  for ((i = 0; i < $1 * 2; i++)); do
+    replica_streaming && return 0
+    if grep -qE "has already been removed|replication slot .* does not exist|slot has been invalidated|can no longer get changes" \
+        "$REPLICA_LOG" 2>/dev/null; then return 1; fi
+    now=$(replica_psql "SELECT pg_last_wal_replay_lsn()" 2>/dev/null || true)
+    if [ "$now" != "$last" ] && [ "$i" -gt 0 ]; then i=0; fi  # still replaying: wait on
+    last=$now
+    sleep 0.5
+  done
+  return 1
+}
+
+cmd_replica_start() {
+  cmd_install
+  as_owner "$(pg_bindir)/pg_isready" -h 127.0.0.1 -p "$PORT" -q \
+    || die "the primary on 127.0.0.1:$PORT is not running (boot/timescaledb.sh start)"
+  if is_running_in "$REPLICA_DIR"; then
+    say "replica already running on port $REPLICA_PORT"
+    return 0
+  fi
+  local fresh=0
+  if [ ! -f "$REPLICA_DIR/standby.signal" ]; then
+    rm -rf "$REPLICA_DIR"; replica_make; fresh=1
+  fi
+  : >"$REPLICA_LOG" 2>/dev/null || true
+  if ! replica_launch || ! replica_wait_streaming 60; then
+    as_owner "$(pg_bindir)/pg_ctl" -D "$REPLICA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    [ "$fresh" -eq 0 ] || { tail -n 20 "$REPLICA_LOG" >&2; die "the replica did not start streaming"; }
+    # Stopped for long: the primary recycled the WAL it needs. Copy the cluster again.
+    say "the replica cannot catch up from its old copy; making it again"
+    rm -rf "$REPLICA_DIR"; replica_make
+    : >"$REPLICA_LOG"
+    { replica_launch && replica_wait_streaming 60; } || { tail -n 20 "$REPLICA_LOG" >&2; die "the replica did not start streaming"; }
+  fi
+  say "replica streaming from port $PORT on 127.0.0.1:$REPLICA_PORT (log: $REPLICA_LOG)"
+}
+
+cmd_replica_stop() {
+  if [ -z "$(pg_bindir)" ] || [ ! -f "$REPLICA_DIR/PG_VERSION" ]; then say "no replica"; return 0; fi
+  if is_running_in "$REPLICA_DIR"; then
+    as_owner "$(pg_bindir)/pg_ctl" -D "$REPLICA_DIR" -m fast -w stop >/dev/null
+    say "replica stopped"
+  else
+    say "replica not running"
+  fi
+}
+
+cmd_replica_drop() {
+  cmd_replica_stop
+  drop_slot 2>/dev/null || true
+  rm -rf "$REPLICA_DIR" "$REPLICA_DIR.partial"
+  say "replica removed (data directory and replication slot)"
+}
+
+cmd_replica_status() {
+  if [ -n "$(pg_bindir)" ] && [ -f "$REPLICA_DIR/PG_VERSION" ] && is_running_in "$REPLICA_DIR"; then
+    local info
+    # (one line: as_owner goes through sh -c, which takes no multi-line quoting)
+    info=$(replica_psql "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'not streaming') || ', replay ' || CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 'caught up' ELSE coalesce(round(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::numeric, 1)::text, '?') || ' s behind' END" 2>/dev/null || echo "not answering")
+    say "replica running on 127.0.0.1:$REPLICA_PORT (from port $PORT): $info"
+  else
+    say "replica not running"; return 3
+  fi
+}
+
+cmd_replica() {
+  case "${1:-}" in
+    start) cmd_replica_start ;;
+    stop) cmd_replica_stop ;;
+    status) cmd_replica_status ;;
+    drop) cmd_replica_drop ;;
+    url) echo "postgresql://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME" ;;
+    *) echo "usage: $0 replica {start|stop|status|drop|url}" >&2; exit 2 ;;
+  esac
+}
+
 case "${1:-}" in
   install) cmd_install ;;
   start) cmd_start ;;
@@ -207,5 +362,6 @@ case "${1:-}" in
   restart) cmd_stop; cmd_start ;;
   status) cmd_status ;;
   url) cmd_url ;;
-  *) echo "usage: $0 {install|start|stop|restart|status|url}" >&2; exit 2 ;;
+  replica) cmd_replica "${2:-}" ;;
+  *) echo "usage: $0 {install|start|stop|restart|status|url|replica start|stop|status|drop|url}" >&2; exit 2 ;;
 esac

@@ -80,6 +80,44 @@ def test_env_compose_points_the_app_at_the_compose_database():
     assert "DATABASE_URL" not in values  # it would take precedence over POSTGRES_*
 
 
+def test_compose_scale_profile():
+    """`--profile scale`: two API instances reading from a streaming replica, sharing Redis; the
+    default stack (no profile) is unchanged."""
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {n for n, s in services.items() if "scale" in s.get("profiles", [])} == {
+        "api-1", "api-2", "timescale_pg_replica", "redis"}
+    assert not any(services[n].get("profiles") for n in ("app", "timescale_pg_db"))
+    scale_env = {}
+    for line in (ROOT / ".env.compose.scale").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            scale_env[key.strip()] = value.strip()
+    assert "@timescale_pg_replica:5432/" in scale_env["DATABASE_READ_URLS"]
+    assert scale_env["RATE_LIMIT_STORAGE_URL"].startswith("redis://redis:")
+    assert "DATABASE_URL" not in scale_env
+    ports = set()
+    for name in ("api-1", "api-2"):
+        api = services[name]
+        assert api["build"] == "." and api["env_file"] == [".env.compose", ".env.compose.scale"]
+        assert set(api["depends_on"]) == {"timescale_pg_db", "timescale_pg_replica", "redis"}
+        ports |= set(api["ports"])
+    assert ports == {"8003:8002", "8004:8002"}
+    replica = services["timescale_pg_replica"]
+    assert replica["image"] == services["timescale_pg_db"]["image"]  # same major version
+    mounts = dict(v.split(":")[:2] for v in replica["volumes"])
+    assert mounts["./boot/compose-replica.sh"] == replica["entrypoint"][-1]
+    assert any(v.startswith("./boot/compose-primary-replication.sh:/docker-entrypoint-initdb.d/")
+               for v in services["timescale_pg_db"]["volumes"])
+    for script in ("compose-replica.sh", "compose-primary-replication.sh"):
+        text = (ROOT / "boot" / script).read_text()
+        assert text.startswith("#!/bin/sh\n")
+        result = subprocess.run(["sh", "-n", str(ROOT / "boot" / script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert "pg_basebackup" in (ROOT / "boot" / "compose-replica.sh").read_text()
+
+
 # --- railway.json -------------------------------------------------------------------------
 
 def test_railway_json():

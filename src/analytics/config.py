@@ -108,6 +108,13 @@ class Settings:
         default_factory=lambda: config("READ_RAW_MIN_SECONDS", default=3600.0, cast=float))
     read_raw_wait_s: float = field(
         default_factory=lambda: config("READ_RAW_WAIT_SECONDS", default=1.0, cast=float))
+    # Read replicas (replicas.py): stats reads go to these streaming replicas when usable.
+    database_read_urls: tuple[Secret, ...] = field(default_factory=lambda: tuple(
+        Secret(normalize_database_url(u)) for u in config("DATABASE_READ_URLS", default="", cast=Csv()) if u))
+    read_max_lag_s: float = field(
+        default_factory=lambda: config("READ_MAX_LAG_SECONDS", default=10.0, cast=float))
+    read_health_interval_s: float = field(
+        default_factory=lambda: config("READ_HEALTH_INTERVAL_SECONDS", default=2.0, cast=float))
     # Exports (GET /api/v1/events/export): at most this many at once per worker (each holds a read
     # connection and a database core), each at most this long (its own statement timeout).
     export_concurrency: int = field(default_factory=lambda: config("EXPORT_CONCURRENCY", default=2, cast=int))

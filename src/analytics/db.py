@@ -63,7 +63,10 @@ async def _returned(conn: psycopg.AsyncConnection) -> None:
 
 
 def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None,
-              name: str = "analytics", statement_timeout_ms: int | None = None) -> AsyncConnectionPool:
+              name: str = "analytics", statement_timeout_ms: int | None = None,
+              url: str | None = None, timeout: float | None = None) -> AsyncConnectionPool:
+    """`url`: another server than DATABASE_URL (a read replica); `timeout`: how long a checkout
+    waits (default DB_TIMEOUT)."""
     timeout_ms = settings.db_statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
@@ -80,10 +83,10 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
         await conn.commit()
 
     return AsyncConnectionPool(
-        str(settings.database_url),
+        url or str(settings.database_url),
         min_size=min_size,
         max_size=max(min_size, max_size or settings.db_pool_size),
-        timeout=settings.db_timeout,
+        timeout=settings.db_timeout if timeout is None else timeout,
         open=False,
         name=name,
         configure=configure,

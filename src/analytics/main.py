@@ -20,6 +20,7 @@ from .auth.jwt import JwtVerifier
 from .auth.store import KeyStore
 from .config import Settings, get_settings
 from .db import make_pools
+from .replicas import ReadRouter
 from .export import router as export_router
 from .ingestion import router as ingestion_router
 from .ingestion.enrich import UserAgentCache, classify
@@ -77,12 +78,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    max_inflight=settings.write_max_inflight)
         raw_gate = RawGate(settings.read_raw_concurrency, settings.read_raw_wait_s,
                            settings.read_raw_min_seconds)
+        # Stats, seed and export reads: a usable replica of DATABASE_READ_URLS, else the primary.
+        state.reads = ReadRouter.from_settings(settings, state.pool)
+        await state.reads.open()
         state.stats = StatsService(state.pool, AnswerCache(settings.stats_cache_ttl_s,
-                                                           settings.stats_cache_max_bytes), raw_gate)
+                                                           settings.stats_cache_max_bytes), raw_gate,
+                                   reads=state.reads)
         # The daily salt of the visitor hash, cached per worker (privacy/salts.py).
         state.salts = SaltKeeper(state.pool, settings.visitor_salt_refresh_s)
         state.seed_reader = SeedReader(state.pool, state.stats.ready, raw_gate=raw_gate,
-                                       max_rows=settings.seed_max_rows)
+                                       max_rows=settings.seed_max_rows, reads=state.reads)
 
         # Build the user-agent resolver (~1 s) off the event loop, at startup rather than on the
         # event loop of the first request that carries a user agent; ready waits for it.
@@ -134,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.salts.stop()
             await state.retention.stop()
             await state.writer.stop()
+            await state.reads.close()
             await state.pool.close()
             await state.write_pool.close()
             log.info("shutdown complete", extra={"writer_events": state.writer.stats.events})

@@ -175,6 +175,10 @@ class StatsRow(BaseModel):
 
 class StatsMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
+    served_by: str = Field(description="The server that computed the answer: 'primary', or 'replica-N' "
+                                       "(the Nth of DATABASE_READ_URLS)")
+    replay_lag_seconds: float = Field(description="That replica's replay lag at its last health check; 0 "
+                                                  "on the primary")
     interval: Optional[str]
     timezone: str
     start: str

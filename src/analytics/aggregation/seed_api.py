@@ -68,8 +68,9 @@ async def read_events(
     if any("\x00" in p for p in lookup):
         raise validation_error("pages", "a page must not contain NUL characters")
     # The bytes FastAPI would send for List[EventBucketSchema], written by PostgreSQL.
-    body = await request.app.state.seed_reader.json(interval, lookup, force_raw=source == "raw")
-    return Response(body, media_type="application/json")
+    body, served_by = await request.app.state.seed_reader.answer(interval, lookup, force_raw=source == "raw")
+    # The body is seed 004's list, unchanged: which server answered goes in a header.
+    return Response(body, media_type="application/json", headers={"X-Served-By": served_by.name})
 
 
 @router.get("/{event_id}/", response_model=EventModel, dependencies=[Depends(limit_read)], responses={

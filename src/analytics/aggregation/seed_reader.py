@@ -20,12 +20,13 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
+from ..replicas import ReadRouter, ReadTarget
 from ..retention.state import NO_HORIZONS
 from ..web.errors import validation_error
 from .guard import RawGate
 from .intervals import Interval
 from .planner import seed_table
-from .service import ReadyRollups, read_snapshot
+from .service import ReadyRollups, read_snapshot, ready_of
 
 # The seed endpoint has no time range: when no rollup fits, it scans every raw event.
 _ALL_TIME = timedelta(days=366 * 1000)
@@ -98,14 +99,28 @@ class SeedReader:
     bigger one is a 422 naming `duration`."""
 
     def __init__(self, pool: AsyncConnectionPool, ready: ReadyRollups | None = None, *,
-                 raw_gate: RawGate | None = None, max_rows: int = 100_000) -> None:
+                 raw_gate: RawGate | None = None, max_rows: int = 100_000,
+                 reads: ReadRouter | None = None) -> None:
         self.pool = pool
-        self.ready = ready or ReadyRollups()
+        self.reads = reads or ReadRouter(pool)  # which server answers (replicas.py)
+        if ready is not None and self.reads.primary.ready is None:
+            self.reads.primary.ready = ready
+        self.ready = ready_of(self.reads.primary)
         self.raw_gate = raw_gate or RawGate(2, 1.0, 3600)
         self.max_rows = max(1, max_rows)
 
     async def json(self, interval: Interval, pages: list[str], *, force_raw: bool = False) -> bytes:
-        ready = await self.ready.current(self.pool)
+        return (await self.answer(interval, pages, force_raw=force_raw))[0]
+
+    async def answer(self, interval: Interval, pages: list[str], *,
+                     force_raw: bool = False) -> tuple[bytes, ReadTarget]:
+        """The JSON body and the server that computed it (a replica, or the primary)."""
+        return await self.reads.run(lambda target: self._answer_on(target, interval, pages, force_raw))
+
+    async def _answer_on(self, target: ReadTarget, interval: Interval, pages: list[str],
+                         force_raw: bool) -> tuple[bytes, ReadTarget]:
+        # The ready tables and retention horizons of the server that answers.
+        ready = await ready_of(target).current(target.pool)
         table = None if force_raw else seed_table(interval, ready)
         horizons = getattr(ready, "horizons", NO_HORIZONS)
         if table is None and horizons.raw is not None:
@@ -114,7 +129,7 @@ class SeedReader:
                 "(the raw retention horizon, RETENTION_DAYS): ask for whole days (1 day, 1 week, 1 month)"),
                 rule="retention_horizon")
         async with self.raw_gate.slot(table is None and self.raw_gate.heavy(_ALL_TIME)):
-            async with connection(self.pool) as conn:
+            async with connection(target.pool) as conn:
                 async with read_snapshot(conn, many=False):
                     cur = await conn.execute(seed_json_query(table), {
                         "width": interval.to_pg(), "pages": pages, "limit": self.max_rows + 1,
@@ -123,4 +138,4 @@ class SeedReader:
         if len(rows) > self.max_rows:
             raise validation_error("duration", f"the answer would have more than {self.max_rows} rows; "
                                                "ask for a coarser duration or fewer pages", rule="too_many_rows")
-        return ("[" + ",".join(r[0] for r in rows) + "]").encode()
+        return ("[" + ",".join(r[0] for r in rows) + "]").encode(), target

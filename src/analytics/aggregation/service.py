@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import connection
+from ..replicas import ReadRouter, ReadTarget
 from ..retention.state import STATE_TABLE as RETENTION_TABLE
 from ..retention.state import HORIZONS_TTL_S, Horizons
 from ..rollups.ddl import META_TABLE
@@ -93,6 +94,24 @@ class ReadyRollups:
         return self._names
 
 
+def ready_of(target: ReadTarget) -> ReadyRollups:
+    """Each server's own ready set: a replica that has not replayed a rebuild yet must not be
+    asked for the table that rebuild filled."""
+    if target.ready is None:
+        target.ready = ReadyRollups()
+    return target.ready
+
+
+def _served(body: bytes, target: ReadTarget) -> bytes:
+    """The answer with the server that computed it first in its meta (the body is built in
+    _run; every answer starts with its meta object)."""
+    head = b'{"meta":{'
+    assert body.startswith(head)
+    lag = 0.0 if not target.replica else round(target.lag_s or 0.0, 3)
+    return head + json.dumps({"served_by": target.name, "replay_lag_seconds": lag})[1:-1].encode() + b"," \
+        + body[len(head):]
+
+
 # Said in every answer that has unique_visitors: what the number is, and is not.
 VISITORS_NOTE = ("distinct visitor ids; an id is a hash of address, user agent and site with a salt "
                  "that changes every UTC day, so over more than a day this is the sum of daily uniques "
@@ -151,10 +170,12 @@ def _previous(q: StatsQuery) -> StatsQuery:
 
 
 class StatsService:
-    def __init__(self, pool: AsyncConnectionPool, cache: AnswerCache, raw_gate: RawGate | None = None) -> None:
-        self.pool = pool
+    def __init__(self, pool: AsyncConnectionPool, cache: AnswerCache, raw_gate: RawGate | None = None,
+                 reads: ReadRouter | None = None) -> None:
+        self.pool = pool  # the primary's read pool
         self.cache = cache
-        self.ready = ReadyRollups()
+        self.reads = reads or ReadRouter(pool)  # which server answers (replicas.py)
+        self.ready = ready_of(self.reads.primary)
         self.raw_gate = raw_gate or RawGate(2, 1.0, 3600)
         self.flight = SingleFlight()
 
@@ -169,17 +190,22 @@ class StatsService:
         return Answer(body, False, shared)
 
     async def _compute(self, key, q: StatsQuery) -> bytes:
+        # One server computes the whole answer (a replica, or the primary if it fails).
+        body = await self.reads.run(lambda target: self._compute_on(target, q))
+        self.cache.put(key, body)
+        return body
+
+    async def _compute_on(self, target: ReadTarget, q: StatsQuery) -> bytes:
         # Planned before a connection is taken: a read that must wait for a raw slot (or is
         # refused one) holds no connection meanwhile.
-        ready = await self.ready.current(self.pool)
+        ready = await ready_of(target).current(target.pool)
         plans = _plans(q, ready)
         async with self.raw_gate.slot(self.raw_gate.heavy(raw_span(plans))):
-            async with connection(self.pool) as conn:
+            async with connection(target.pool) as conn:
                 async with read_snapshot(conn, not _single_statement(q)):
                     body = await self._run(conn, q, ready, plans)
         metrics.stats_sources(plans)
-        self.cache.put(key, body)
-        return body
+        return _served(body, target)
 
     async def _rows(self, conn, q: StatsQuery, ready: set[str], groups=None,
                     p: Plan | None = None) -> tuple[str, int, Plan]:

@@ -61,4 +61,7 @@ async def _readiness(request: Request) -> dict:
     info = state.db_info
     body.update(timescaledb=info.timescaledb_version, edition=info.license,
                 writer_queue=state.writer.queue_depth, writer=state.writer.stats_dict())
+    reads = getattr(state, "reads", None)
+    if reads is not None and reads.replicas:
+        body["read_replicas"] = reads.describe()  # usable, replay lag, why not (never a URL)
     return body
