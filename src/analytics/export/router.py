@@ -144,7 +144,7 @@ async def export_events(request: Request, p: Annotated[StatsParams, Depends(expo
     if not gate.enter():
         return _busy(gate.limit)
     gzip = wants_gzip(request.headers.get("accept-encoding", ""))
-    stream = ExportStream(request.app.state.pool, statement, values, gzip=gzip,
+    stream = ExportStream(request.app.state.reads, statement, values, gzip=gzip,
                           timeout_ms=int(settings.export_max_seconds * 1000), on_close=gate.leave)
     await stream.start()  # errors before the first byte are answered as errors (503, ...)
     headers = {"Content-Disposition": f'attachment; filename="events-{_stamp(q.start)}-{_stamp(q.end)}.{fmt}"',

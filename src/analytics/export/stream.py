@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import zlib
+from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
 from psycopg import AsyncClientCursor
@@ -23,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.responses import StreamingResponse
 
 from ..db import connection
+from ..replicas import ReadRouter
 from .statement import SETTINGS
 
 log = logging.getLogger("analytics.export")
@@ -48,8 +50,9 @@ class ExportAborted(Exception):
 
 
 class ExportStream:
-    def __init__(self, pool: AsyncConnectionPool, statement: str, params: dict, *, gzip: bool,
-                 timeout_ms: int, on_close: Callable[[], None]) -> None:
+    def __init__(self, pool: AsyncConnectionPool | ReadRouter, statement: str, params: dict, *,
+                 gzip: bool, timeout_ms: int, on_close: Callable[[], None]) -> None:
+        # A pool, or the read router (DATABASE_READ_URLS): a replica when one is usable.
         self.pool = pool
         self.statement = statement
         self.params = params
@@ -94,11 +97,20 @@ class ExportStream:
         if self._task is not None:
             self._task.cancel()
 
+    @asynccontextmanager
+    async def _connection(self):
+        if isinstance(self.pool, ReadRouter):
+            async with self.pool.connection() as (conn, _target):
+                yield conn
+        else:
+            async with connection(self.pool) as conn:
+                yield conn
+
     # -- producer ------------------------------------------------------------------------------
     async def _produce(self) -> None:
         started = time.monotonic()
         try:
-            async with connection(self.pool) as conn:
+            async with self._connection() as conn:
                 # A long export is legitimate: not READ_STATEMENT_TIMEOUT_MS, its own limit
                 # (EXPORT_MAX_SECONDS); SET LOCAL ends with this transaction.
                 await conn.execute(f"SET LOCAL statement_timeout = {self.timeout_ms}")
