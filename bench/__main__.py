@@ -1,9 +1,11 @@
-"""`python -m bench [ingest|query|ua|fastpath|keys|metrics|ratelimit|visitors ...]`: run one benchmark, or all of them in turn.
+"""`python -m bench [ingest|query|export|ua|fastpath|keys|metrics|before_after|...]`: run one benchmark, or
+all of them in turn.
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
 10M-event database and keeps it for the next step), ingestion again on that database ("with
 history"), the export benchmark on that database, then the database is dropped (unless --keep
-is given); then the user-agent, fast-path, key-check and metrics benchmarks.
+is given); then the user-agent, fast-path, key-check and metrics benchmarks, and this version
+against the one before issue 10 (before_after).
 """
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import os
 import sys
 
 SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
-          "retention", "import")
+          "retention", "import", "before_after")
 
 
 def _all(rest: list[str]) -> int:
-    from bench import export, fastpath, ingest, keys, metrics, query, ua
+    from bench import before_after, export, fastpath, ingest, keys, metrics, query, ua
 
     keep = "--keep" in rest
     rest = [a for a in rest if a != "--keep"]
@@ -36,6 +38,7 @@ def _all(rest: list[str]) -> int:
     rc |= int(fastpath.main([]) or 0)
     rc |= int(keys.main([]) or 0)
     rc |= int(metrics.main([]) or 0)
+    rc |= int(before_after.main([]) or 0)  # issue 10: within 10% of the version before it
     return rc
 
 

@@ -1,0 +1,88 @@
+"""`python -m bench before_after [--base REV]`: this tree against an earlier version, same run.
+
+Issue 10 asks that keys, rate limits, visitor hashing and metrics leave the single-event and
+dashboard figures within 10% of before. Two servers with the production command (2 workers
+each), each on its own schema: the earlier version (default: the end of issue 9, before any of
+issue 10) from `git archive`, and this tree with its defaults (reads with a read key, the rate
+limiter on with limits no load reaches, metrics on, no IP stored, a visitor hash per event).
+The same wrk loads in alternating rounds: single-event POSTs (64 connections) and a dashboard
+read (GET /api/v1/stats/totals, 16 connections, stats cache off so every answer runs its
+query). Each figure is the best of its rounds; now/before is the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .ingest import _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
+from support import ROOT, Server, database_url, drop_schema  # noqa: E402 (bench.ingest puts tests/ on the path)
+from support import HIGH_RATE_LIMITS, new_schema_name  # noqa: E402
+
+# The last commit of issue 9 (hardening), before keys, privacy, rate limits and metrics.
+BASE = "19a3d17"
+
+_LUA_GET = r"""
+wrk.method = "GET"
+"""
+
+
+def _tree(rev: str, into: Path) -> Path:
+    """src/ and boot/ of `rev`, extracted (the running tree is not touched)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "boot"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench before_after")
+    ap.add_argument("--base", default=BASE, help="the earlier version (a git revision)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="duration of each load")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    wrk = ensure_wrk()
+    url = database_url()
+    work = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
+    ackdir = work / "acks"
+    ackdir.mkdir()
+    single = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
+    base_tree = _tree(args.base, work / "base")
+    print(f"[bench] before_after: {os.cpu_count()} cores, load average {_loadavg()}, "
+          f"before = {args.base}", flush=True)
+    common = {"STATS_CACHE_TTL_SECONDS": "0"}
+    servers: dict[str, Server] = {}
+    best: dict[tuple[str, str], dict] = {}
+    try:
+        servers["before"] = Server(url, new_schema_name("bench_ba_before"), workers=2, root=base_tree,
+                                   keys=False, log_path=work / "before.log", env=common).start()
+        # The limits of this tree are on, as in production, with amounts no load here reaches.
+        servers["now"] = Server(url, new_schema_name("bench_ba_now"), workers=2, log_path=work / "now.log",
+                                env={**common, **HIGH_RATE_LIMITS}).start()
+        for srv in servers.values():
+            wait_all_workers_ready(srv)
+        gets = {}
+        for name, srv in servers.items():
+            gets[name] = work / f"get-{name}.lua"
+            auth = f'wrk.headers["Authorization"] = "Bearer {srv.key["read"]}"\n' if "read" in srv.key else ""
+            gets[name].write_text(_LUA_GET + auth)
+        for _ in range(args.rounds):
+            for name, srv in servers.items():
+                for load, script, path, conns in (("POST /api/events/", single, "/api/events/", 64),
+                                                  ("GET /api/v1/stats/totals", gets[name], "/api/v1/stats/totals", 16)):
+                    r = run_wrk(wrk, srv.url + path, script, conns, args.seconds)
+                    if r["rate"] > best.get((load, name), {}).get("rate", -1):
+                        best[(load, name)] = r
+    finally:
+        for srv in servers.values():
+            srv.stop()
+            drop_schema(url, srv.env["DB_SCHEMA"])
+    for load in ("POST /api/events/", "GET /api/v1/stats/totals"):
+        b, n = best[(load, "before")], best[(load, "now")]
+        print(f"{load:26s} before {b['rate']:8,.0f} req/s p99 {b['p99']:6.1f} ms   "
+              f"now {n['rate']:8,.0f} req/s p99 {n['p99']:6.1f} ms   now/before = {n['rate'] / b['rate']:.2f}   "
+              f"(non-2xx: before {b['non2xx']}, now {n['non2xx']})")
+    return 0
