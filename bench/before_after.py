@@ -33,6 +33,7 @@ def _tree(rev: str, into: Path) -> Path:
     """src/ and boot/ of `rev`, extracted (the running tree is not touched)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "boot"],
                              check=True, capture_output=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
