@@ -22,13 +22,13 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache, reduce
 from math import gcd
 
+from .. import catalog
 from ..retention.state import NO_HORIZONS, Horizons
 from ..rollups.catalog import Family, families
 from .intervals import Interval
 from .query import StatsQuery
 
-KIND_OF_METRIC = {"events": "agg", "avg_duration": "agg", "unique_sessions": "ses", "unique_visitors": "vis",
-                  "median_duration": "dur", "p95_duration": "dur"}
+KIND_OF_METRIC = catalog.kind_of_metric()  # metric -> the rollup kind answering it
 # Rough rows per bucket of a family (measured on the benchmark data: 1 for totals, ~600 pages
 # a day ...); only their order matters. Raw events cost one row each.
 _WIDTH = {"total": 1, "tech": 40, "page": 600, "reftech": 150, "pageos": 2200, "pagetech": 5000,
@@ -188,14 +188,14 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
 def _sessions(q: StatsQuery, ready: set[str], kind: str = "ses") -> Source:
     """Distinct sessions (kind 'ses') or visitors ('vis') from first-seen tables, else raw."""
     horizon = _horizons(ready).raw
-    if q.force_raw or q.filters.include_bots or q.filters.get("page_prefix") and "page" not in q.group_by:
+    if q.force_raw or q.filters.include_bots:
         return _raw(kind, q, horizon)
     dims = set(q.group_by)
     for name, values in q.filters.values:
-        dim = "page" if name == "page_prefix" else name
+        dim = catalog.filter_dimension(name).name
         if dim in q.group_by:
             continue
-        if len(values) != 1 or name == "page_prefix":
+        if len(values) != 1 or name != dim:
             return _raw(kind, q, horizon)  # one session counted once across several values: not summable
         dims.add(dim)
     bounds = _alignment((q.start, q.end, *q.edges[1:]))
