@@ -24,7 +24,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # derive from it are imported (as it would be after an edit of catalog.py).
 _THROWAWAY = r'''
 import json
-from dataclasses import replace
 import analytics.catalog as c
 
 c.DIMENSIONS += (c.Dimension("agent", "user_agent", "the User-Agent header as sent",
@@ -166,3 +165,17 @@ def test_no_second_list_of_dimensions_or_metrics():
     found = second_lists(SRC)
     assert not found, ("dimensions and metrics are declared once, in analytics/catalog.py; derive "
                        "from it instead of listing them here:\n" + "\n".join(found))
+
+
+def test_first_seen_metrics_count_what_their_rollups_key():
+    """A ses/vis metric's raw SQL counts the same key its first-seen tables are kept by, or the
+    rollup path and the raw path of one question would count different things."""
+    sys.path.insert(0, str(SRC))
+    try:
+        from analytics import catalog
+        from analytics.rollups.sessions import SUBJECTS
+    finally:
+        sys.path.remove(str(SRC))
+    for subj in SUBJECTS:
+        (m,) = catalog.metrics_of(subj.kind)
+        assert m.key == subj.key and m.raw == f"count(DISTINCT {subj.key})", m

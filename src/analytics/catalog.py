@@ -53,7 +53,8 @@ class Partial:
 class Metric:
     name: str                       # API name: `metrics` value, `order_by`, output key
     kind: str                       # the rollup kind answering it: agg | dur | ses | vis
-    raw: str                        # its SQL over raw events (one group of rows)
+    raw: str                        # its SQL over raw events (one group of rows); for dur, what the
+                                    # histogram walk equals (the builder reads raw events as one too)
     merged: str = ""                # agg: its SQL over rows of Partial columns (rollup or pieces)
     fraction: str = ""              # dur: the percentile, as an SQL number
     key: str = ""                   # ses/vis: the events column counted distinct
@@ -101,12 +102,14 @@ METRICS: tuple[Metric, ...] = (
 KINDS = ("agg", "dur", "ses", "vis")
 
 
+# Lookups scan the tuples (a handful of entries) rather than caching a dict, so a catalog
+# extended at import time (tests/test_catalog.py) is seen everywhere.
 def dimension(name: str) -> Dimension:
-    return _BY_NAME_D[name]
+    return next(d for d in DIMENSIONS if d.name == name)
 
 
 def metric(name: str) -> Metric:
-    return _BY_NAME_M[name]
+    return next(m for m in METRICS if m.name == name)
 
 
 def dimension_names() -> tuple[str, ...]:
@@ -142,18 +145,3 @@ def kind_of_metric() -> dict[str, str]:
     return {m.name: m.kind for m in METRICS}
 
 
-class _Index(dict):
-    def __init__(self, items_of) -> None:
-        super().__init__()
-        self._items_of = items_of
-
-    def __missing__(self, name):
-        # rebuilt on a miss: a catalog extended at import time (tests/test_catalog.py) is seen
-        self.update({x.name: x for x in self._items_of()})
-        if name not in self:
-            raise KeyError(name)
-        return self[name]
-
-
-_BY_NAME_D = _Index(lambda: DIMENSIONS)
-_BY_NAME_M = _Index(lambda: METRICS)

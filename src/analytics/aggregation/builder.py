@@ -168,10 +168,10 @@ class Builder:
     def ses(self, src: Source) -> str:
         """Distinct sessions (kind ses) or visitors (vis): the metric of the source's kind."""
         (m,) = catalog.metrics_of(src.kind)
-        metric, key = ident(m.name), ident(m.key)
+        metric = ident(m.name)
         (p,) = src.pieces
         if p.table is None:
-            return f"""SELECT {self._bucket("time")} AS b{self._gsel()}, count(DISTINCT {key}) AS {metric}
+            return f"""SELECT {self._bucket("time")} AS b{self._gsel()}, {m.raw} AS {metric}
                 FROM events WHERE {self._where("time", p, bots_column=True)} GROUP BY 1{self._gpos()}"""
         start = self.param(self.q.start, "timestamptz")
         lower = f"greatest(({self.edges})[b], {start})" if self.bucketed else start
