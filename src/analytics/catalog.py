@@ -18,6 +18,7 @@ tests/test_catalog.py holds every listing to this catalog.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from .ingestion.enrich import DEVICES, OS_NAMES
 
@@ -102,12 +103,14 @@ METRICS: tuple[Metric, ...] = (
 KINDS = ("agg", "dur", "ses", "vis")
 
 
-# Lookups scan the tuples (a handful of entries) rather than caching a dict, so a catalog
-# extended at import time (tests/test_catalog.py) is seen everywhere.
+# Lookups are cached (the builder makes a few dozen per statement); the catalog is fixed once
+# the modules are imported (tests/test_catalog.py extends it before anything looks it up).
+@cache
 def dimension(name: str) -> Dimension:
     return next(d for d in DIMENSIONS if d.name == name)
 
 
+@cache
 def metric(name: str) -> Metric:
     return next(m for m in METRICS if m.name == name)
 
@@ -124,6 +127,7 @@ def filter_names() -> tuple[str, ...]:
     return tuple(f for d in DIMENSIONS for f in d.filters)
 
 
+@cache
 def filter_dimension(filter_name: str) -> Dimension:
     """The dimension a filter parameter reads (`page_prefix` reads `page`)."""
     for d in DIMENSIONS:
@@ -137,6 +141,7 @@ def columns() -> dict[str, str]:
     return {d.name: d.column for d in DIMENSIONS}
 
 
+@cache
 def metrics_of(kind: str) -> tuple[Metric, ...]:
     return tuple(m for m in METRICS if m.kind == kind)
 
