@@ -60,7 +60,7 @@ class Metric:
     fraction: str = ""              # dur: the percentile, as an SQL number
     key: str = ""                   # ses/vis: the events column counted distinct
     zero: int | None = None         # the value of a bucket or group with no events (None: null)
-    type: type = int                # the JSON/OpenAPI type
+    json_type: type = int           # the JSON/OpenAPI type
 
     @property
     def zero_filled(self) -> bool:
@@ -93,11 +93,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("unique_visitors", "vis", "count(DISTINCT visitor_id)", key="visitor_id", zero=0),
     # exact integer sums divided in float8: identical whichever source summed them
     Metric("avg_duration", "agg", "sum(duration)::float8 / nullif(count(duration), 0)",
-           merged="sum(dur_sum)::float8 / nullif(sum(dur_n), 0)", type=float),
+           merged="sum(dur_sum)::float8 / nullif(sum(dur_n), 0)", json_type=float),
     Metric("median_duration", "dur", "percentile_cont(0.5) WITHIN GROUP (ORDER BY duration)",
-           fraction="0.5", type=float),
+           fraction="0.5", json_type=float),
     Metric("p95_duration", "dur", "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration)",
-           fraction="0.95", type=float),
+           fraction="0.95", json_type=float),
 )
 
 KINDS = ("agg", "dur", "ses", "vis")

@@ -173,7 +173,7 @@ StatsRow = create_model(
     "StatsRow", __config__=ConfigDict(extra="allow"),
     bucket=(Optional[str], None),
     **{d.name: (Optional[str], None) for d in catalog.DIMENSIONS},
-    **{m.name: (Optional[m.type], None) for m in catalog.METRICS},  # type: ignore[name-defined]
+    **{m.name: (Optional[m.json_type], None) for m in catalog.METRICS},  # type: ignore[name-defined]
     previous=(Optional[dict], None))
 
 
