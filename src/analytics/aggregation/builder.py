@@ -19,7 +19,7 @@ from functools import lru_cache
 from psycopg import postgres
 from psycopg.adapt import Dumper
 
-from ..rollups.catalog import DIMENSIONS
+from .. import catalog
 from .buckets import labels_literal
 from .planner import Piece, Plan, Source
 from .query import StatsQuery
@@ -86,7 +86,7 @@ class Builder:
 
     def _gsel(self) -> str:
         """', page, referrer_host AS referrer' for a source row."""
-        return "".join(f", {ident(DIMENSIONS[d])} AS {ident(d)}" for d in self.q.group_by)
+        return "".join(f", {ident(catalog.dimension(d).column)} AS {ident(d)}" for d in self.q.group_by)
 
     def _gnames(self, prefix: str = "") -> str:
         p = prefix + "." if prefix else ""
@@ -105,14 +105,16 @@ class Builder:
         parts = [f"{t} >= {self.param(piece.lo, 'timestamptz')}",
                  f"{t} < {self.param(piece.hi, 'timestamptz')}"]
         for name, values in self.q.filters.values:
-            if name == "page_prefix":
-                parts.append(f"page LIKE ANY({self.param([_like_prefix(v) for v in values], 'text[]')})")
+            dim = catalog.filter_dimension(name)
+            col = ident(dim.column)
+            if name != dim.name:  # the dimension's prefix filter
+                parts.append(f"{col} LIKE ANY({self.param([_like_prefix(v) for v in values], 'text[]')})")
             else:
-                parts.append(f"{ident(DIMENSIONS[name])} = ANY({self.param(list(values), 'text[]')})")
+                parts.append(f"{col} = ANY({self.param(list(values), 'text[]')})")
         if bots_column and not self.q.filters.include_bots:
             parts.append("NOT is_bot")
         if self.groups is not None:
-            cols = ", ".join(ident(DIMENSIONS[d]) for d in self.q.group_by)
+            cols = ", ".join(ident(catalog.dimension(d).column) for d in self.q.group_by)
             parts.append(f"({cols}) IN (SELECT * FROM unnest({self._group_arrays()}))")
         return " AND ".join(parts)
 
@@ -132,18 +134,17 @@ class Builder:
         return out
 
     def agg(self, src: Source) -> str:
-        # avg: exact integer sums divided in float8, identical whichever source summed them.
-        avg = "sum(dur_sum)::float8 / nullif(sum(dur_n), 0)"
-        if len(src.pieces) == 1:  # one level: the piece's own GROUP BY gives the final numbers
-            (p,) = self._pieces(src, "count(*) AS events, sum(duration)::float8 / nullif(count(duration), 0) "
-                                     "AS avg_duration",
-                                f"sum(events)::bigint AS events, {avg} AS avg_duration")
+        """Every agg metric of the catalog: over one piece directly (its own GROUP BY gives the
+        final numbers), else the pieces' partial columns merged."""
+        mets = catalog.metrics_of("agg")
+        final = ", ".join(f"{m.merged} AS {ident(m.name)}" for m in mets)
+        if len(src.pieces) == 1:
+            (p,) = self._pieces(src, ", ".join(f"{m.raw} AS {ident(m.name)}" for m in mets), final)
             return p
-        pieces = self._pieces(src, "count(*) AS events, sum(duration) AS dur_sum, count(duration) AS dur_n",
-                              "sum(events) AS events, sum(dur_sum) AS dur_sum, sum(dur_n) AS dur_n")
+        pieces = self._pieces(src, ", ".join(f"{c.raw} AS {ident(c.name)}" for c in catalog.AGG_PARTIALS),
+                              ", ".join(f"{c.merge} AS {ident(c.name)}" for c in catalog.AGG_PARTIALS))
         g = self._gnames()
-        return (f"SELECT b{g}, sum(events)::bigint AS events, {avg} AS avg_duration "
-                f"FROM ({' UNION ALL '.join(pieces)}) u GROUP BY b{g}")
+        return f"SELECT b{g}, {final} FROM ({' UNION ALL '.join(pieces)}) u GROUP BY b{g}"
 
     def dur(self, src: Source) -> str:
         pieces = self._pieces(src, "duration AS d, count(*) AS n", "duration AS d, sum(n) AS n",
@@ -152,7 +153,7 @@ class Builder:
         # percentile_cont over a histogram: the values at 0-based ranks floor(f*(N-1)) and
         # ceil(f*(N-1)), interpolated as PostgreSQL does.
         pct = []
-        for name, f in (("median_duration", "0.5"), ("p95_duration", "0.95")):
+        for name, f in ((m.name, m.fraction) for m in catalog.metrics_of("dur")):
             pos = f"({f}::float8 * (max(total) - 1)::float8)"
             row_pos = f"({f}::float8 * (total - 1)::float8)"
             lo = f"min(d) FILTER (WHERE before + n > floor({row_pos}))"
@@ -164,11 +165,13 @@ class Builder:
                 WINDOW w AS (PARTITION BY b{g} ORDER BY d ROWS UNBOUNDED PRECEDING)) c
             GROUP BY b{g}"""
 
-    def ses(self, src: Source, metric: str = "unique_sessions", key: str = "session_id") -> str:
-        """Distinct sessions, or (metric unique_visitors, key visitor_id) visitors."""
+    def ses(self, src: Source) -> str:
+        """Distinct sessions (kind ses) or visitors (vis): the metric of the source's kind."""
+        (m,) = catalog.metrics_of(src.kind)
+        metric = ident(m.name)
         (p,) = src.pieces
         if p.table is None:
-            return f"""SELECT {self._bucket("time")} AS b{self._gsel()}, count(DISTINCT {key}) AS {metric}
+            return f"""SELECT {self._bucket("time")} AS b{self._gsel()}, {m.raw} AS {metric}
                 FROM events WHERE {self._where("time", p, bots_column=True)} GROUP BY 1{self._gpos()}"""
         start = self.param(self.q.start, "timestamptz")
         lower = f"greatest(({self.edges})[b], {start})" if self.bucketed else start
@@ -180,21 +183,16 @@ class Builder:
     # -- whole statements -------------------------------------------------------------------
     def _merged(self, plan: Plan) -> str:
         g = self._gnames()
-        ctes = [f"agg AS ({self.agg(plan.agg)})"]
-        cols = ["agg.events", "agg.avg_duration"]
-        joins = []
-        if plan.ses:
-            ctes.append(f"ses AS ({self.ses(plan.ses)})")
-            cols.append("coalesce(ses.unique_sessions, 0) AS unique_sessions")
-            joins.append(f"LEFT JOIN ses USING (b{g})")
-        if plan.vis:
-            ctes.append(f"vis AS ({self.ses(plan.vis, 'unique_visitors', 'visitor_id')})")
-            cols.append("coalesce(vis.unique_visitors, 0) AS unique_visitors")
-            joins.append(f"LEFT JOIN vis USING (b{g})")
-        if plan.dur:
-            ctes.append(f"dur AS ({self.dur(plan.dur)})")
-            cols += ["dur.median_duration", "dur.p95_duration"]
-            joins.append(f"LEFT JOIN dur USING (b{g})")
+        ctes, cols, joins = [], [], []
+        for kind, src in plan.sources().items():  # agg first: every row of m is one of its rows
+            ctes.append(f"{kind} AS ({getattr(self, 'ses' if kind == 'vis' else kind)(src)})")
+            for m in catalog.metrics_of(kind):
+                col = f"{kind}.{ident(m.name)}"
+                # a group agg has but this kind has not: the metric's zero (null when none)
+                cols.append(f"coalesce({col}, {m.zero}) AS {ident(m.name)}"
+                            if kind != "agg" and m.zero_filled else col)
+            if kind != "agg":
+                joins.append(f"LEFT JOIN {kind} USING (b{g})")
         ctes.append(f"m AS (SELECT b{g}, {', '.join(cols)} FROM agg {' '.join(joins)})")
         return "WITH " + ",\n".join(ctes)
 
@@ -207,7 +205,7 @@ class Builder:
             items.append(f"{json_key(d)} || to_json({alias}.{ident(d)})::text")
         for m in self.q.metrics:
             col = f"m.{ident(m)}"
-            if zero_fill and m in ("events", "unique_sessions", "unique_visitors"):
+            if zero_fill and catalog.metric(m).zero_filled:
                 col = f"coalesce({col}, 0)::text"
             else:
                 col = f"coalesce({col}::text, 'null')"

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from pydantic import WithJsonSchema
 
-from ..ingestion.enrich import DEVICES, OS_NAMES
+from .. import catalog
 from ..timefmt import ISO_PATTERN
 from .intervals import INTERVAL_PATTERN, MAX_LENGTH
 
 NO_NUL = r"^[^\u0000]*$"
-METRICS: tuple[str, ...] = ("events", "unique_sessions", "unique_visitors", "avg_duration", "median_duration", "p95_duration")
+METRICS: tuple[str, ...] = catalog.metric_names()
 ORDER_PATTERN = "^(?:" + "|".join(METRICS) + ")(?::(?:asc|desc))?$"
 MAX_TEXT = 2048
 MAX_VALUES = 100
@@ -47,5 +47,8 @@ def enum_text(values: tuple[str, ...]) -> object:
     return Annotated[str, WithJsonSchema({"type": "string", "enum": list(values)})]
 
 
-OsName = enum_text(OS_NAMES)
-DeviceName = enum_text(DEVICES)
+def filter_type(d: catalog.Dimension) -> object:
+    """The OpenAPI type of a filter value of dimension `d` (the query model enforces it)."""
+    if d.values:
+        return enum_text(d.values)
+    return Text if d.allow_empty else NonEmptyText

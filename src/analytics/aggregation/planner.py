@@ -22,17 +22,18 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache, reduce
 from math import gcd
 
+from .. import catalog
 from ..retention.state import NO_HORIZONS, Horizons
 from ..rollups.catalog import Family, families
 from .intervals import Interval
 from .query import StatsQuery
 
-KIND_OF_METRIC = {"events": "agg", "avg_duration": "agg", "unique_sessions": "ses", "unique_visitors": "vis",
-                  "median_duration": "dur", "p95_duration": "dur"}
+KIND_OF_METRIC = catalog.kind_of_metric()  # metric -> the rollup kind answering it
 # Rough rows per bucket of a family (measured on the benchmark data: 1 for totals, ~600 pages
 # a day ...); only their order matters. Raw events cost one row each.
+# (Keyed by family name; unknown families count as 1000.)
 _WIDTH = {"total": 1, "tech": 40, "page": 600, "reftech": 150, "pageos": 2200, "pagetech": 5000,
-          "pageref": 3000, "all": 11000, "referrer": 15, "os": 7, "browser": 15, "device": 5}
+          "pageref": 3000, "all": 11000}
 RAW_ROWS_PER_SECOND = 1.3  # ~10M events / 90 days; only used to compare a raw sliver with a rollup
 
 
@@ -188,14 +189,14 @@ def _summable(kind: str, q: StatsQuery, ready: set[str]) -> Source:
 def _sessions(q: StatsQuery, ready: set[str], kind: str = "ses") -> Source:
     """Distinct sessions (kind 'ses') or visitors ('vis') from first-seen tables, else raw."""
     horizon = _horizons(ready).raw
-    if q.force_raw or q.filters.include_bots or q.filters.get("page_prefix") and "page" not in q.group_by:
+    if q.force_raw or q.filters.include_bots:
         return _raw(kind, q, horizon)
     dims = set(q.group_by)
     for name, values in q.filters.values:
-        dim = "page" if name == "page_prefix" else name
+        dim = catalog.filter_dimension(name).name
         if dim in q.group_by:
             continue
-        if len(values) != 1 or name == "page_prefix":
+        if len(values) != 1 or name != dim:
             return _raw(kind, q, horizon)  # one session counted once across several values: not summable
         dims.add(dim)
     bounds = _alignment((q.start, q.end, *q.edges[1:]))

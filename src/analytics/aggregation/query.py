@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..ingestion.enrich import DEVICES, OS_NAMES
+from .. import catalog
 from ..web.errors import validation_error
 from .buckets import TooManyBuckets, edges
 from .intervals import Interval, IntervalError, parse_bounded
@@ -18,11 +18,11 @@ from ..timefmt import CalendarError, parse_instant
 from .params import zone_names
 
 Kind = Literal["timeseries", "breakdown", "totals"]
-Metric = Literal["events", "unique_sessions", "unique_visitors", "avg_duration", "median_duration", "p95_duration"]
-Dimension = Literal["page", "os", "browser", "device", "referrer"]
-
-DIMENSIONS: tuple[str, ...] = ("page", "os", "browser", "device", "referrer")
-FILTERS: tuple[str, ...] = ("page", "page_prefix", "os", "browser", "device", "referrer")
+# The names the API takes: derived from the catalog (analytics/catalog.py), listed nowhere else.
+DIMENSIONS: tuple[str, ...] = catalog.dimension_names()
+FILTERS: tuple[str, ...] = catalog.filter_names()
+Metric = Literal[catalog.metric_names()]  # type: ignore[valid-type]
+Dimension = Literal[DIMENSIONS]  # type: ignore[valid-type]
 DEFAULT_RANGE = timedelta(days=30)
 MAX_FILTER_VALUES = 100
 DEFAULT_GROUPS = 10          # breakdown rows, and series of a grouped timeseries, unless `limit`
@@ -35,7 +35,8 @@ MAX_VALUE_LENGTH = 2048
 MIN_INSTANT = datetime(1900, 1, 1, tzinfo=timezone.utc)
 MAX_INSTANT = datetime(9000, 1, 1, tzinfo=timezone.utc)
 _RANGE_MSG = f"must be between {MIN_INSTANT:%Y-%m-%dT%H:%M:%SZ} and {MAX_INSTANT:%Y-%m-%dT%H:%M:%SZ}"
-_CANON = {"os": {v.lower(): v for v in OS_NAMES}, "device": {v.lower(): v for v in DEVICES}}
+# Closed sets: a filter value in any letter case means the stored spelling.
+_CANON = {d.name: {v.lower(): v for v in d.values} for d in catalog.DIMENSIONS if d.values}
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Filters:
 
     def dimensions(self) -> set[str]:
         """Dimensions the filters read (page_prefix reads page)."""
-        return {"page" if n == "page_prefix" else n for n, _ in self.values}
+        return {catalog.filter_dimension(n).name for n, _ in self.values}
 
     def as_dict(self) -> dict:
         return {**{n: list(v) for n, v in self.values}, "include_bots": self.include_bots}
@@ -121,6 +122,7 @@ def _default_end(now: datetime) -> datetime:
 def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
     out = []
     for name in FILTERS:
+        dim = catalog.filter_dimension(name)
         vals = raw.get(name) or []
         if len(vals) > MAX_FILTER_VALUES:
             raise validation_error(name, f"at most {MAX_FILTER_VALUES} values")
@@ -135,7 +137,7 @@ def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
                 if canon is None:
                     raise validation_error(name, f"'{v[:40]}' is not one of {', '.join(_CANON[name].values())}")
                 v = canon
-            elif name in ("page", "page_prefix", "browser") and v == "":
+            elif v == "" and not (name == dim.name and dim.allow_empty):
                 raise validation_error(name, "must not be empty")
             if v not in clean:
                 clean.append(v)

@@ -16,7 +16,8 @@ from ..web.errors import validation_error
 from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.rules import rules_422
-from .params import MAX_VALUES, DeviceName, Instant, IntervalText, NonEmptyText, OrderBy, OsName, Text, ZoneName
+from .. import catalog
+from .params import MAX_VALUES, Instant, IntervalText, NonEmptyText, OrderBy, ZoneName, filter_type
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
 # Every stats read needs a `read` key or token (auth/guards.py), on both paths.
@@ -35,18 +36,6 @@ def _declared(
     timezone: Annotated[ZoneName, Query(description="IANA zone for bucket edges and output offsets")] = "UTC",
     group_by: Annotated[List[Dimension], Query(description="Repeatable")] = [],  # noqa: B006
     metrics: Annotated[List[Metric], Query(description="Repeatable; default events")] = [],  # noqa: B006
-    page: Annotated[List[NonEmptyText], Query(max_length=MAX_VALUES,
-                                              description="Exact page; repeatable (OR)")] = [],  # noqa: B006
-    page_prefix: Annotated[List[NonEmptyText], Query(max_length=MAX_VALUES,
-                                                     description="Page prefix; repeatable (OR)")] = [],  # noqa: B006
-    os: Annotated[List[OsName], Query(max_length=MAX_VALUES,
-                                                   description="Operating system; repeatable (OR)")] = [],  # noqa: B006
-    browser: Annotated[List[NonEmptyText], Query(max_length=MAX_VALUES,
-                                                 description="Browser family; repeatable (OR)")] = [],  # noqa: B006
-    device: Annotated[List[DeviceName], Query(max_length=MAX_VALUES,
-                                                      description="Device; repeatable (OR)")] = [],  # noqa: B006
-    referrer: Annotated[List[Text], Query(max_length=MAX_VALUES,
-                                          description="Referrer host without www. ('' = direct)")] = [],  # noqa: B006
     include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
     order_by: Annotated[Optional[OrderBy], Query(description="A requested metric, optionally ':asc' or ':desc' (default "
                                            "desc); default the first metric")] = None,
@@ -57,11 +46,35 @@ def _declared(
         description="Also the period of the same length just before")] = None,
     source: Annotated[Literal["auto", "raw"], Query(include_in_schema=False)] = "auto",
 ) -> None:
-    """The parameters of the stats endpoints, declared once; each endpoint takes a variant."""
+    """The parameters of the stats endpoints, declared once; each endpoint takes a variant.
+    The filter parameters (one per dimension of the catalog) are inserted after `metrics`."""
 
 
-_HINTS = typing.get_type_hints(_declared, include_extras=True)
-_BASE = {n: p.replace(annotation=_HINTS[n]) for n, p in inspect.signature(_declared).parameters.items()}
+def _filter_parameters() -> dict[str, inspect.Parameter]:
+    """One repeatable parameter per filter of the catalog, typed as the catalog says."""
+    out = {}
+    for d in catalog.DIMENSIONS:
+        for name in d.filters:
+            prefix = name != d.name
+            kind = NonEmptyText if prefix else filter_type(d)
+            desc = d.prefix_filter if prefix else d.description
+            out[name] = inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=[],
+                annotation=Annotated[List[kind], Query(max_length=MAX_VALUES, description=desc)])  # type: ignore[valid-type]
+    return out
+
+
+def _base() -> dict[str, inspect.Parameter]:
+    hints = typing.get_type_hints(_declared, include_extras=True)
+    out = {}
+    for n, p in inspect.signature(_declared).parameters.items():
+        out[n] = p.replace(annotation=hints[n])
+        if n == "metrics":
+            out.update(_filter_parameters())
+    return out
+
+
+_BASE = _base()
 
 
 def parameters(*names: str) -> list[inspect.Parameter]:
@@ -149,28 +162,19 @@ def _query(kind: Kind, request: Request, p: StatsParams) -> StatsQuery:
     return build_query(
         kind, interval=p.interval, start=p.start, end=p.end, timezone_name=p.timezone,
         group_by=list(p.group_by), metrics=list(p.metrics),
-        filters={"page": p.page, "page_prefix": p.page_prefix, "os": p.os, "browser": p.browser,
-                 "device": p.device, "referrer": p.referrer},
+        filters={f: getattr(p, f) for f in catalog.filter_names()},
         include_bots=p.include_bots, order_by=p.order_by, limit=p.limit, offset=p.offset,
         compare=p.compare, source=p.source, max_buckets=settings.stats_max_buckets)
 
 
 # -- response shapes (for the OpenAPI schema; the service renders JSON itself) ------------------
-class StatsRow(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    bucket: Optional[str] = None
-    page: Optional[str] = None
-    os: Optional[str] = None
-    browser: Optional[str] = None
-    device: Optional[str] = None
-    referrer: Optional[str] = None
-    events: Optional[int] = None
-    unique_sessions: Optional[int] = None
-    unique_visitors: Optional[int] = None
-    avg_duration: Optional[float] = None
-    median_duration: Optional[float] = None
-    p95_duration: Optional[float] = None
-    previous: Optional[dict] = None
+# One optional field per dimension and metric of the catalog.
+StatsRow = create_model(
+    "StatsRow", __config__=ConfigDict(extra="allow"),
+    bucket=(Optional[str], None),
+    **{d.name: (Optional[str], None) for d in catalog.DIMENSIONS},
+    **{m.name: (Optional[m.json_type], None) for m in catalog.METRICS},  # type: ignore[name-defined]
+    previous=(Optional[dict], None))
 
 
 class StatsMeta(BaseModel):

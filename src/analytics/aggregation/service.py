@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from .. import catalog
 from ..db import connection
 from ..replicas import ReadRouter, ReadTarget
 from ..retention.state import STATE_TABLE as RETENTION_TABLE
@@ -257,7 +258,6 @@ def _attach_previous(q: StatsQuery, current: str, previous: str) -> str:
     out = []
     for row in json.loads(current):
         before = prev_rows.get(tuple(row.get(d) for d in q.group_by))
-        row["previous"] = {m: (before[m] if before else (0 if m in ("events", "unique_sessions", "unique_visitors") else None))
-                           for m in q.metrics}
+        row["previous"] = {m: (before[m] if before else catalog.metric(m).zero) for m in q.metrics}
         out.append(row)
     return json.dumps(out)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# API dimension name -> events column
-DIMENSIONS: dict[str, str] = {
-    "page": "page", "os": "os", "browser": "browser", "device": "device", "referrer": "referrer_host",
-}
+from .. import catalog
+
+# API dimension name -> events column (declared in analytics/catalog.py)
+DIMENSIONS: dict[str, str] = catalog.columns()
 
 MINUTE, FIVE, QUARTER, HOUR, DAY = 60, 300, 900, 3600, 86400
 GRAIN_LABELS = {MINUTE: "1m", FIVE: "5m", QUARTER: "15m", HOUR: "1h", DAY: "1d"}
@@ -42,7 +42,7 @@ class Family:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return tuple(DIMENSIONS[d] for d in self.dims)
+        return tuple(catalog.dimension(d).column for d in self.dims)
 
     def table(self, grain: int) -> str:
         return f"rollup_{self.kind}_{self.name}_{GRAIN_LABELS[grain]}"

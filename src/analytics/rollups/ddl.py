@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from ..catalog import AGG_PARTIALS
 from .catalog import FAMILIES, Family
 from .sessions import SUBJECTS, state_ddl, trigger_ddl
 
@@ -19,8 +20,8 @@ def _table_ddl(s: sql.Identifier, fam: Family, grain: int) -> sql.Composable:
     keys = [sql.Identifier(c) for c in fam.columns]
     if fam.kind == "agg":
         cols = [sql.SQL("bucket timestamptz NOT NULL"), sql.SQL("is_bot boolean NOT NULL"), *dims,
-                sql.SQL("events bigint NOT NULL"), sql.SQL("dur_sum bigint NOT NULL"),
-                sql.SQL("dur_n bigint NOT NULL")]
+                *(sql.SQL(f"{c.name} {c.sql_type} NOT NULL")  # our names, written as before
+                  for c in AGG_PARTIALS)]
         pk = [sql.Identifier("bucket"), sql.Identifier("is_bot"), *keys]
     elif fam.kind == "dur":
         cols = [sql.SQL("bucket timestamptz NOT NULL"), sql.SQL("is_bot boolean NOT NULL"), *dims,

@@ -14,6 +14,7 @@ from functools import cache
 
 from psycopg import sql
 
+from ..catalog import AGG_PARTIALS
 from .catalog import DIMENSIONS, Family, families
 from .sessions import SUBJECTS, new_entries_from, upsert_state_sql
 
@@ -41,12 +42,11 @@ def agg_upsert(fam: Family, grain: int, source: str, *, where: sql.Composable = 
     from_rollup = source.startswith("rollup_") or source in (AGG_BASE, DUR_BASE)
     t = sql.SQL("bucket") if from_rollup else sql.SQL("time")
     if fam.kind == "agg":
-        values = (sql.SQL("sum(events), sum(dur_sum), sum(dur_n)") if from_rollup else
-                  sql.SQL("count(*), coalesce(sum(duration), 0), count(duration)"))
-        names = sql.SQL("events, dur_sum, dur_n")
+        values = sql.SQL(", ".join(c.merge if from_rollup else c.raw for c in AGG_PARTIALS))
+        names = sql.SQL(", ".join(c.name for c in AGG_PARTIALS))
         key = sql.SQL("")
-        update = sql.SQL("events = r.events + excluded.events, dur_sum = r.dur_sum + excluded.dur_sum, "
-                         "dur_n = r.dur_n + excluded.dur_n")
+        # every partial is a sum: an upsert adds
+        update = sql.SQL(", ".join(f"{c.name} = r.{c.name} + excluded.{c.name}" for c in AGG_PARTIALS))
         extra_where = sql.SQL("")
     else:  # dur
         values = sql.SQL("sum(n)") if from_rollup else sql.SQL("count(*)")
@@ -75,8 +75,10 @@ def _bases() -> list[tuple[str, sql.Composable]]:
     """`ins` aggregated once per kind, at that kind's finest grain, by every dimension."""
     dims = _prefixed([sql.Identifier(c) for c in DIMENSIONS.values()])
     agg = sql.SQL("""SELECT time_bucket({w}::interval, time) AS bucket, is_bot{dims},
-            count(*) AS events, coalesce(sum(duration), 0) AS dur_sum, count(duration) AS dur_n
-        FROM ins GROUP BY 1, 2{dims}""").format(w=sql.Literal(f"{_finest('agg')} seconds"), dims=dims)
+            {partials}
+        FROM ins GROUP BY 1, 2{dims}""").format(w=sql.Literal(f"{_finest('agg')} seconds"), dims=dims,
+                                                partials=sql.SQL(", ".join(f"{c.raw} AS {c.name}"
+                                                                           for c in AGG_PARTIALS)))
     # dur families carry no dimension today; add them here when one does.
     assert all(not f.dims for f in families("dur"))
     dur = sql.SQL("""SELECT time_bucket({w}::interval, time) AS bucket, is_bot, duration, count(*) AS n

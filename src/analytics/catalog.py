@@ -1,0 +1,152 @@
+"""The catalog of the read API: every dimension and every metric, declared once.
+
+Everything that lists dimensions or metrics is derived from here, never written out again:
+- the query model's allowed names and filters (aggregation/query.py),
+- the request parameters and their OpenAPI types (aggregation/params.py, aggregation/router.py:
+  `group_by`, `metrics`, `order_by`, one filter parameter per dimension, the response row),
+- the planner's metric -> rollup kind table (aggregation/planner.py),
+- the SQL builder's column and metric expressions (aggregation/builder.py),
+- the rollup tables' dimension columns (rollups/catalog.py: families name dimensions by API
+  name; rollups/ddl.py and rollups/maintain.py write their columns from this catalog).
+
+Adding a dimension: one `Dimension` here, plus its derivation at ingest (a column of `events`
+filled by ingestion/, and a migration adding the column). List it in a rollup family
+(rollups/catalog.py) only if a rollup should carry it (that is DDL: a new migration).
+Adding a metric over existing rollups: one `Metric` here.
+tests/test_catalog.py holds every listing to this catalog.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from .ingestion.enrich import DEVICES, OS_NAMES
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str                       # API name: group_by value, filter parameter, output key
+    column: str                     # the events (and rollup) column holding it
+    derived: str                    # how ingest fills the column (where to look)
+    description: str                # the filter parameter's OpenAPI description
+    values: tuple[str, ...] = ()    # a closed set (OpenAPI enum; filters match any letter case)
+    allow_empty: bool = False       # '' is a meaningful filter value (e.g. referrer: direct)
+    prefix_filter: str = ""         # description of a `<name>_prefix` filter ('' = none)
+    zero: str = ""                  # the value stored when ingest knows nothing
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """The filter parameters reading this dimension."""
+        return (self.name, f"{self.name}_prefix") if self.prefix_filter else (self.name,)
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A summable value column of the `agg` rollups: its SQL over raw events, and how rows
+    of it merge (rollup to coarser rollup, pieces of a plan)."""
+    name: str
+    raw: str                        # over events rows
+    merge: str                      # over rows that carry this column
+    sql_type: str = "bigint"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str                       # API name: `metrics` value, `order_by`, output key
+    kind: str                       # the rollup kind answering it: agg | dur | ses | vis
+    raw: str                        # its SQL over raw events (one group of rows); for dur, what the
+                                    # histogram walk equals (the builder reads raw events as one too)
+    merged: str = ""                # agg: its SQL over rows of Partial columns (rollup or pieces)
+    fraction: str = ""              # dur: the percentile, as an SQL number
+    key: str = ""                   # ses/vis: the events column counted distinct
+    zero: int | None = None         # the value of a bucket or group with no events (None: null)
+    json_type: type = int           # the JSON/OpenAPI type
+
+    @property
+    def zero_filled(self) -> bool:
+        return self.zero is not None
+
+
+DIMENSIONS: tuple[Dimension, ...] = (
+    Dimension("page", "page", "the event's `page` as sent (ingestion/schemas.py)",
+              "Exact page; repeatable (OR)", prefix_filter="Page prefix; repeatable (OR)"),
+    Dimension("os", "os", "from the User-Agent: ingestion/enrich.py classify()",
+              "Operating system; repeatable (OR)", values=OS_NAMES, zero="Other"),
+    Dimension("browser", "browser", "from the User-Agent: ingestion/enrich.py classify()",
+              "Browser family; repeatable (OR)", zero="Other"),
+    Dimension("device", "device", "from the User-Agent: ingestion/enrich.py classify()",
+              "Device; repeatable (OR)", values=DEVICES, zero="other"),
+    Dimension("referrer", "referrer_host", "from the referrer URL: ingestion/enrich.py referrer_host()",
+              "Referrer host without www. ('' = direct)", allow_empty=True),
+)
+
+# The value columns of every `agg` rollup (its DDL, its maintenance, the planner's pieces).
+AGG_PARTIALS: tuple[Partial, ...] = (
+    Partial("events", "count(*)", "sum(events)"),
+    Partial("dur_sum", "coalesce(sum(duration), 0)", "sum(dur_sum)"),
+    Partial("dur_n", "count(duration)", "sum(dur_n)"),
+)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("events", "agg", "count(*)", merged="sum(events)::bigint", zero=0),
+    Metric("unique_sessions", "ses", "count(DISTINCT session_id)", key="session_id", zero=0),
+    Metric("unique_visitors", "vis", "count(DISTINCT visitor_id)", key="visitor_id", zero=0),
+    # exact integer sums divided in float8: identical whichever source summed them
+    Metric("avg_duration", "agg", "sum(duration)::float8 / nullif(count(duration), 0)",
+           merged="sum(dur_sum)::float8 / nullif(sum(dur_n), 0)", json_type=float),
+    Metric("median_duration", "dur", "percentile_cont(0.5) WITHIN GROUP (ORDER BY duration)",
+           fraction="0.5", json_type=float),
+    Metric("p95_duration", "dur", "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration)",
+           fraction="0.95", json_type=float),
+)
+
+KINDS = ("agg", "dur", "ses", "vis")
+
+
+# Lookups are cached (the builder makes a few dozen per statement); the catalog is fixed once
+# the modules are imported (tests/test_catalog.py extends it before anything looks it up).
+@cache
+def dimension(name: str) -> Dimension:
+    return next(d for d in DIMENSIONS if d.name == name)
+
+
+@cache
+def metric(name: str) -> Metric:
+    return next(m for m in METRICS if m.name == name)
+
+
+def dimension_names() -> tuple[str, ...]:
+    return tuple(d.name for d in DIMENSIONS)
+
+
+def metric_names() -> tuple[str, ...]:
+    return tuple(m.name for m in METRICS)
+
+
+def filter_names() -> tuple[str, ...]:
+    return tuple(f for d in DIMENSIONS for f in d.filters)
+
+
+@cache
+def filter_dimension(filter_name: str) -> Dimension:
+    """The dimension a filter parameter reads (`page_prefix` reads `page`)."""
+    for d in DIMENSIONS:
+        if filter_name in d.filters:
+            return d
+    raise KeyError(filter_name)
+
+
+def columns() -> dict[str, str]:
+    """API dimension name -> events column."""
+    return {d.name: d.column for d in DIMENSIONS}
+
+
+@cache
+def metrics_of(kind: str) -> tuple[Metric, ...]:
+    return tuple(m for m in METRICS if m.kind == kind)
+
+
+def kind_of_metric() -> dict[str, str]:
+    return {m.name: m.kind for m in METRICS}
+
+
