@@ -12,7 +12,7 @@ export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
 endif
 
-.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key retention import clean
+.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key retention import tracker browser clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -53,7 +53,7 @@ db-replica-status:
 run: venv db
 	exec $(VENV)/bin/gunicorn -c boot/gunicorn.conf.py main:app
 
-test: venv-dev db
+test: venv-dev db browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv-dev db
@@ -86,6 +86,18 @@ retention: venv db
 import: venv db
 	@test -n "$(FILE)" || { echo 'usage: make import FILE=path [IMPORT_ARGS=...]'; exit 2; }
 	$(PY) -m analytics import $(IMPORT_ARGS) $(FILE)
+
+# Rebuild the tracker (src/analytics/web/static/tracker.min.js) from tracker.src.js with the
+# esbuild pinned in package.json/package-lock.json. Needs node/npm; `make test` never does.
+tracker:
+	@command -v npm >/dev/null || { echo "make tracker needs node and npm" >&2; exit 2; }
+	npm ci --no-audit --no-fund
+	npm run -s tracker
+	$(PYTHON) boot/tracker_stamp.py "esbuild $$(node -p 'require("esbuild/package.json").version')"
+
+# A headless Chromium for the browser tests (tests/test_tracker_browser.py), installed when missing.
+browser:
+	@bash boot/chromium.sh install
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -76,6 +76,11 @@ def schema_valid_input_is_accepted(ctx, response, case):
     docstring)."""
     if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
         return None
+    if case.media_type == "text/plain":
+        # The tracker's text/plain body is JSON in a string (contentSchema), which the generator
+        # does not follow: any string is "schema-valid" to it. tests/test_tracker_http.py sends
+        # real ones; the other checks (no 5xx, documented statuses) still hold here.
+        return None
     if response.status_code < 400 or response.status_code == 404 and "{" in case.operation.path:
         return True
     assert response.status_code == 422, (

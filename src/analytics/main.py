@@ -32,6 +32,7 @@ from .retention.worker import RetentionTask
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health, metrics, ratelimit
+from .web import tracker as tracker_js
 from .web.client import parse_networks
 from .web.cors import SplitCors
 from .web.fastpath import FastPaths
@@ -45,7 +46,8 @@ _WARM_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML
             "Chrome/124.0.0.0 Safari/537.36")
 
 # Paths that work without the database.
-_NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", "/metrics"}
+_NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", "/metrics",
+                "/js/tracker.js"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -159,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth_errors.install(app)  # 401/403 answers, and the security schemes in the OpenAPI schema
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(tracker_js.router)  # GET /js/tracker.js
     ingestion_router.document_batch_limit(settings.batch_max_events)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])

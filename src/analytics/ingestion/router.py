@@ -62,6 +62,15 @@ _BATCH_SCHEMA: dict = {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}
 _EVENT_RULES = ("time_window", "calendar_date", "too_many_bytes", "json_too_deep", "database_limit")
 
 
+# The tracker posts its JSON as text/plain (navigator.sendBeacon / fetch with a string body): a
+# "simple" cross-origin request, with no CORS preflight. The body is read as JSON whatever its
+# Content-Type (only NDJSON's types change how a batch is read), so this is documentation.
+def _as_text(schema: dict) -> dict:
+    return {"schema": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema,
+                       "description": "The same JSON as application/json, sent as text/plain by "
+                                      "browsers (no CORS preflight)"}}
+
+
 def document_batch_limit(max_events: int) -> None:
     """State BATCH_MAX_EVENTS in the batch body's schema (a setting, known once the app is made)."""
     _BATCH_SCHEMA["maxItems"] = max_events
@@ -143,7 +152,7 @@ async def single_event(request: Request) -> Response:
                         422: rules_422(*_EVENT_RULES, description="Invalid body, naming the field"),
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": _EVENT_SCHEMA}}}})
+                 "application/json": {"schema": _EVENT_SCHEMA}, "text/plain": _as_text(_EVENT_SCHEMA)}}})
 @fast(single_event)
 async def create_event(request: Request):
     """One event (EventCreateSchema). Answered 201 once committed; 200 with `"duplicate": true`
@@ -165,7 +174,7 @@ async def create_event(request: Request):
                         503: {"description": "Database unavailable or writer queue full"}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": _BATCH_SCHEMA},
-                 "application/x-ndjson": {"schema": _EVENT_SCHEMA}}}})
+                 "application/x-ndjson": {"schema": _EVENT_SCHEMA}, "text/plain": _as_text(_BATCH_SCHEMA)}}})
 async def create_events_batch(request: Request):
     """A JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`, one event per
     line), each in the shape of the single-event body. All or nothing: any invalid item and
