@@ -12,7 +12,7 @@ export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics
 endif
 
-.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key retention import tracker browser clean
+.PHONY: run test db db-stop db-status db-replica db-replica-stop db-replica-status venv venv-dev bench rollups-rebuild migrate key retention import tracker uplot screenshot browser clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -94,6 +94,20 @@ tracker:
 	npm ci --no-audit --no-fund
 	npm run -s tracker
 	$(PYTHON) boot/tracker_stamp.py "esbuild $$(node -p 'require("esbuild/package.json").version')"
+
+# Refresh the vendored uPlot of the dashboard (src/analytics/web/static/vendor/uplot/) from the
+# version pinned in package.json/package-lock.json. Needs node/npm; `make test` never does.
+UPLOT_DIR := src/analytics/web/static/vendor/uplot
+uplot:
+	@command -v npm >/dev/null || { echo "make uplot needs node and npm" >&2; exit 2; }
+	npm ci --no-audit --no-fund
+	mkdir -p $(UPLOT_DIR)
+	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css node_modules/uplot/LICENSE $(UPLOT_DIR)/
+	node -p '"uPlot " + require("uplot/package.json").version' > $(UPLOT_DIR)/VERSION
+
+# docs/dashboard.png: the dashboard over seeded data, by the browser test that checks it.
+screenshot: venv-dev db browser
+	DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(PY) -m pytest -q tests/test_dashboard_browser.py -k every_number
 
 # A headless Chromium for the browser tests (tests/test_tracker_browser.py), installed when missing.
 browser:

@@ -32,6 +32,7 @@ from .retention.worker import RetentionTask
 from .rollups import install as install_rollups
 from .schema import bootstrap_with_retry
 from .web import errors, health, metrics, ratelimit
+from .web import dashboard
 from .web import tracker as tracker_js
 from .web.client import parse_networks
 from .web.cors import SplitCors
@@ -47,7 +48,7 @@ _WARM_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML
 
 # Paths that work without the database.
 _NO_DB_PATHS = {"/", "/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", "/metrics",
-                "/js/tracker.js"}
+                "/js/tracker.js", *dashboard.NO_DB_PATHS}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(tracker_js.router)  # GET /js/tracker.js
+    app.include_router(dashboard.router)  # GET /dashboard and its assets
     ingestion_router.document_batch_limit(settings.batch_max_events)
     app.include_router(ingestion_router.router, prefix="/api/events", tags=["events"])
     app.include_router(seed_api.router, prefix="/api/events", tags=["events"])

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from ..auth.guards import require_read
+from ..auth.guards import require_stats_read
 from ..web.errors import validation_error
 from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_read
@@ -20,8 +20,9 @@ from .. import catalog
 from .params import MAX_VALUES, Instant, IntervalText, NonEmptyText, OrderBy, ZoneName, filter_type
 from .query import Dimension, Kind, Metric, StatsQuery, build_query
 
-# Every stats read needs a `read` key or token (auth/guards.py), on both paths.
-router = APIRouter(dependencies=[Depends(require_read)])
+# Every stats read needs a `read` key or token, or a dashboard share link's (auth/guards.py),
+# on both paths.
+router = APIRouter(dependencies=[Depends(require_stats_read)])
 
 def _declared(
     *,

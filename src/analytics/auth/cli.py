@@ -1,7 +1,10 @@
 """`python -m analytics keys COMMAND` (or `make key NAME=dashboard SCOPE=read`): API keys of
 DB_SCHEMA in DATABASE_URL.
 
-  create --name NAME --scope read|ingest|admin   a new key; printed once, as the last line
+  create --name NAME --scope read|ingest|admin|share
+                                                 a new key; printed once, as the last line
+  share NAME [--base-url URL]                    a dashboard share link (a `share` key: the stats
+                                                 reads only), printed once, as the last line
   list                                           name, scope, prefix, created, last used, revoked
   revoke NAME                                    the key stops working within KEYS_REFRESH_SECONDS
                                                  (5 s) on every worker
@@ -20,7 +23,7 @@ import psycopg
 from ..config import Settings, get_settings
 from ..db import quote_ident
 from .keys import NAME_PATTERN, display_prefix, key_hash, new_key
-from .principal import SCOPES
+from .principal import SCOPES, SHARE
 
 
 def _connect(settings: Settings) -> psycopg.Connection:
@@ -67,6 +70,11 @@ def revoke(settings: Settings, name: str) -> bool:
         return cur.rowcount == 1
 
 
+def share_link(base_url: str, key: str) -> str:
+    """The dashboard URL carrying a share token in its fragment (never sent in requests or Referer)."""
+    return f"{base_url.rstrip('/')}/dashboard#share={key}"
+
+
 def _name(value: str) -> str:
     if not re.match(NAME_PATTERN, value):
         raise argparse.ArgumentTypeError("1 to 64 characters: letters, digits, '.', '_' or '-'")
@@ -83,6 +91,10 @@ def main(argv: list[str]) -> int:
     c = sub.add_parser("create", help="a new key, printed once (the last line of the output)")
     c.add_argument("--name", required=True, type=_name)
     c.add_argument("--scope", required=True, choices=SCOPES)
+    s = sub.add_parser("share", help="a dashboard share link: a new 'share' key, in the link's fragment")
+    s.add_argument("name", type=_name)
+    s.add_argument("--base-url", default="", help="where the service is reached, e.g. "
+                   "https://stats.example.com (default: the path only)")
     sub.add_parser("list", help="every key (never the key itself: its prefix)")
     r = sub.add_parser("revoke", help="revoke a key by name")
     r.add_argument("name", type=_name)
@@ -94,6 +106,13 @@ def main(argv: list[str]) -> int:
         print(f"created key {args.name!r} with scope {args.scope!r} in schema {settings.db_schema!r}.")
         print("It is shown once: store it now. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.")
         print(key)
+        return 0
+    if args.cmd == "share":
+        key = create(settings, args.name, SHARE)
+        print(f"created share link {args.name!r} in schema {settings.db_schema!r}: it reads the stats "
+              f"routes only; revoke it with `python -m analytics keys revoke {args.name}`.")
+        print("It is shown once. The token is in the URL fragment, which browsers send to no server.")
+        print(share_link(args.base_url, key))
         return 0
     if args.cmd == "list":
         rows = list_keys(settings)

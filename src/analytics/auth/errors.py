@@ -10,9 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 
-from .guards import AuthError, ingest_access, require_admin, require_read
+from .guards import AuthError, ingest_access, require_admin, require_read, require_stats_read
 
-GUARDS = {require_read: "read", require_admin: "admin", ingest_access: "ingest"}
+GUARDS = {require_read: "read", require_stats_read: "read' or 'share", require_admin: "admin",
+          ingest_access: "ingest"}
 SCHEMES = {"bearer": {"type": "http", "scheme": "bearer",
                       "description": "An API key (`ak_...`) or, with JWT_JWKS_URL set, a JWT"},
            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key"}}

@@ -9,6 +9,8 @@ is set. A credential that is sent is always checked: a wrong, revoked or expired
 also where none is needed (a typo should not look like success).
 
 - require_read: a `read` (or `admin`) principal, unless PUBLIC_READS.
+- require_stats_read: the same, or a `share` principal (a dashboard share link's token): the
+  stats routes only, what /dashboard reads.
 - require_admin: an `admin` principal.
 - ingest_access: open to browsers; INGEST_ALLOWED_HOSTS restricts by the page's host
   (`Origin`, else `Referer`), INGEST_KEY_REQUIRED asks for an `ingest` key. A request with an
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from ..db import DatabaseUnavailable
 from ..web.fastpath import guard
 from .jwt import KeysUnavailable, TokenInvalid, looks_like_jwt
-from .principal import ADMIN, INGEST, READ, Principal, set_principal
+from .principal import ADMIN, INGEST, READ, SHARE, Principal, set_principal
 
 HOW_TO_GET_A_KEY = ("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. An operator "
                     "creates one with `make key NAME=dashboard SCOPE=read` (or `python -m analytics keys "
@@ -99,6 +101,18 @@ async def require_read(request: Request) -> None:
     principal = await authenticate(request)
     set_principal(request.scope, principal)
     if principal is None and request.app.state.settings.public_reads:
+        return
+    _require(principal, READ)
+
+
+@guard
+async def require_stats_read(request: Request) -> None:
+    """The stats reads (/api/v1/stats/*): as require_read, or a dashboard share link's token."""
+    principal = await authenticate(request)
+    set_principal(request.scope, principal)
+    if principal is None and request.app.state.settings.public_reads:
+        return
+    if principal is not None and SHARE in principal.scopes:
         return
     _require(principal, READ)
 

@@ -39,12 +39,12 @@ def display_prefix(key: str) -> str:
 
 
 def api_keys_ddl(schema: str) -> list[sql.Composable]:
-    """What this version expects (revision 0003 made it; tests/test_migrations.py compares)."""
+    """What this version expects (revision 0003 made it, 0010 added the share scope; tests/test_migrations.py compares)."""
     return [sql.SQL("""CREATE TABLE IF NOT EXISTS {}.api_keys (
         name         text        PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._-]{{1,64}}$'),
         prefix       text        NOT NULL,
         key_hash     bytea       NOT NULL UNIQUE CHECK (octet_length(key_hash) = 32),
-        scope        text        NOT NULL CHECK (scope IN ('read', 'ingest', 'admin')),
+        scope        text        NOT NULL CHECK (scope IN ('read', 'ingest', 'admin', 'share')),
         created_at   timestamptz NOT NULL DEFAULT now(),
         last_used_at timestamptz,
         revoked_at   timestamptz

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 READ, INGEST, ADMIN = "read", "ingest", "admin"
-SCOPES = (READ, INGEST, ADMIN)
+# A dashboard share link's token: the stats reads only (not the export, the seed's raw-event
+# reads, /metrics), so a link that leaks shows charts and nothing else.
+SHARE = "share"
+SCOPES = (READ, INGEST, ADMIN, SHARE)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import psycopg
 from ..config import Settings
 from ..db import quote_ident
 from .keys import key_hash, looks_like_key
-from .principal import Principal
+from .principal import SHARE, Principal
 
 log = logging.getLogger("analytics.auth")
 
@@ -84,7 +84,8 @@ class KeyStore:
                 except Exception:  # noqa: BLE001 - a broken connection; it is dropped anyway
                     pass
             raise
-        self._keys = {bytes(h): Principal("key", name, frozenset((scope,))) for h, name, scope in rows}
+        self._keys = {bytes(h): Principal("share" if scope == SHARE else "key", name, frozenset((scope,)))
+                      for h, name, scope in rows}
         if self._failing:
             log.info("api keys: refresh works again (%d keys)", len(self._keys))
         self._failing = False

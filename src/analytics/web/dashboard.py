@@ -1,0 +1,116 @@
+"""GET /dashboard: the built-in dashboard page, and its static assets, read once at import.
+
+No build step: static/dashboard/ holds the page (index.html), its style and its module script;
+static/vendor/uplot/ the charting library (uPlot, vendored from npm by `make uplot`). The page
+reads the public stats API only (/api/v1/stats/*, with a read key or a share link's token) and
+/openapi.json, to learn which metrics and dimensions this server offers.
+
+Caching: the assets are referenced from the page with `?v=<hash of their bytes>`, so they are
+cached for a year as immutable (a new release is a new URL) and revalidated by ETag anyway. The
+page itself is short-cached (a minute), also with an ETag, so a release reaches browsers soon.
+
+Security headers on the page: a strict Content-Security-Policy (scripts and styles from this
+origin only, no inline script, no framing), no Referer, no MIME sniffing. A share link's token
+is in the URL fragment, which browsers never send (not in requests, not in Referer).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .tracker import _accepts_gzip
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
+                    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+PAGE_CACHE = "public, max-age=60, must-revalidate"
+ASSET_CACHE = "public, max-age=31536000, immutable"
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".html": "text/html; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    gz: bytes
+    etag: str
+    media_type: str
+
+    @classmethod
+    def of(cls, body: bytes, suffix: str) -> "Asset":
+        return cls(body, gzip.compress(body, compresslevel=9, mtime=0),
+                   '"' + hashlib.sha256(body).hexdigest()[:32] + '"', _TYPES[suffix])
+
+
+# URL path under /dashboard/ -> file. Only these are served (no path from a request reaches the
+# file system).
+_FILES = {
+    "app.js": STATIC / "dashboard" / "app.js",
+    "app.css": STATIC / "dashboard" / "app.css",
+    "vendor/uplot/uPlot.iife.min.js": STATIC / "vendor" / "uplot" / "uPlot.iife.min.js",
+    "vendor/uplot/uPlot.min.css": STATIC / "vendor" / "uplot" / "uPlot.min.css",
+}
+ASSETS = {name: Asset.of(path.read_bytes(), path.suffix) for name, path in _FILES.items()}
+
+
+def _page() -> Asset:
+    """index.html with each asset's URL versioned by its hash ({{name}} placeholders)."""
+    html = (STATIC / "dashboard" / "index.html").read_text()
+    for name, asset in ASSETS.items():
+        html = html.replace("{{" + name + "}}", f"/dashboard/{name}?v={asset.etag.strip(chr(34))[:12]}")
+    return Asset.of(html.encode(), ".html")
+
+
+PAGE = _page()
+
+router = APIRouter()
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+
+
+def _serve(request: Request, asset: Asset, headers: dict[str, str]) -> Response:
+    headers = {**headers, "ETag": asset.etag, "Vary": "Accept-Encoding"}
+    if _matches(request.headers.get("if-none-match", ""), asset.etag):
+        return Response(status_code=304, headers=headers)
+    if _accepts_gzip(request.headers.get("accept-encoding", "")):
+        return Response(asset.gz, media_type=asset.media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+
+_NOT_MODIFIED = {304: {"description": "Not modified: If-None-Match holds the current ETag"}}
+
+
+@router.get("/dashboard", tags=["dashboard"], response_class=Response,
+            responses={200: {"description": "The dashboard page", "content": {
+                "text/html": {"schema": {"type": "string"}}}}, **_NOT_MODIFIED})
+async def dashboard(request: Request):
+    """The dashboard: open it, enter a read key once (or open a share link)."""
+    return _serve(request, PAGE, {**SECURITY_HEADERS, "Cache-Control": PAGE_CACHE})
+
+
+@router.get("/dashboard/{name:path}", tags=["dashboard"], response_class=Response,
+            responses={200: {"description": "A static asset of the dashboard", "content": {
+                "text/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}}}},
+                **_NOT_MODIFIED, 404: {"description": "No such asset"}})
+async def dashboard_asset(name: str, request: Request):
+    asset = ASSETS.get(name)
+    if asset is None:
+        return Response(b'{"error":"not_found","detail":"no such dashboard asset"}', status_code=404,
+                        media_type="application/json")
+    return _serve(request, asset, {"Cache-Control": ASSET_CACHE, "X-Content-Type-Options": "nosniff"})
+
+
+NO_DB_PATHS = {"/dashboard", *(f"/dashboard/{n}" for n in ASSETS)}
