@@ -184,7 +184,7 @@ function renderChips(state, onRemove) {
     el('button', { type: 'button', 'aria-label': `Remove filter ${k}`, onclick: () => onRemove(i), text: '×' }))));
 }
 
-function renderChart(series, metrics, interval) {
+function renderChart(series, metrics, interval, tz) {
   const box = $('chart');
   const xs = series.map((r) => Date.parse(r.bucket) / 1000);
   const data = [xs, ...metrics.map(([m]) => series.map((r) => r[m]))];
@@ -194,6 +194,7 @@ function renderChart(series, metrics, interval) {
     series: [{}, ...metrics.map(([m, label], i) => ({ label, stroke: colors[i % colors.length], width: 2, points: { show: series.length < 60 } }))],
     axes: [{}, { size: 50 }],
     scales: { x: { time: true } },
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),  // the axis in the chosen zone, not the browser's
     legend: { live: false },
   };
   if (chart) chart.destroy();
@@ -236,7 +237,7 @@ async function load() {
     $('error').hidden = true;
     renderTiles(tiles, totals.results[0] || {});
     $('panels').replaceChildren(...panels.map(([d, title], i) => renderPanel(d, title, rowMetric, breakdowns[i].results, pick)));
-    renderChart(series.results, chartMetrics, interval);
+    renderChart(series.results, chartMetrics, interval, state.tz);
     dash.dataset.state = 'ready';
     dash.dataset.loads = String(Number(dash.dataset.loads || 0) + 1);
     performance.mark('dashboard-ready');
