@@ -2,7 +2,8 @@
 all of them in turn.
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
-10M-event database and keeps it for the next step), ingestion again on that database ("with
+10M-event database and keeps it for the next steps), the dashboard's load time in a browser on
+that database, ingestion again on that database ("with
 history"), the export benchmark on that database, then the database is dropped (unless --keep
 is given); then the user-agent, fast-path, key-check and metrics benchmarks, and this version
 against the one before issue 10 (before_after).
@@ -13,12 +14,12 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
+SUITES = ("ingest", "query", "dashboard", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
           "retention", "import", "before_after")
 
 
 def _all(rest: list[str]) -> int:
-    from bench import before_after, export, fastpath, ingest, keys, metrics, query, ua
+    from bench import before_after, dashboard, export, fastpath, ingest, keys, metrics, query, ua
 
     keep = "--keep" in rest
     rest = [a for a in rest if a != "--keep"]
@@ -27,6 +28,7 @@ def _all(rest: list[str]) -> int:
     env = dict(os.environ)  # the query benchmark points DATABASE_URL at its own database
     try:
         rc |= int(query.main(["--keep", "--db", db]) or 0)
+        rc |= int(dashboard.main(["--reuse", "--keep", "--db", db]) or 0)  # load time in a browser
         rc |= int(ingest.main([*rest, "--history", "--db", db]) or 0)
         rc |= int(export.main(["--reuse", "--db", db]) or 0)  # rows/s and worker RSS on that database
     finally:
