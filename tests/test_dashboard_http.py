@@ -118,3 +118,21 @@ def test_stats_routes_document_the_share_scope(server):
     op = doc["paths"]["/api/v1/stats/totals"]["get"]
     assert "'share'" in op["responses"]["401"]["description"]
     assert "share" not in doc["paths"]["/api/v1/events/export"]["get"]["responses"]["401"]["description"]
+
+
+def test_page_states_what_the_api_offers_as_openapi_does(server):
+    """The page learns the metrics and dimensions from itself (no request in series before the
+    reads): exactly the enums of the API's own description, and the filters it accepts."""
+    import html
+    import json
+    page = httpx.get(server.url + "/dashboard").text
+    offers = json.loads(html.unescape(re.search(r'<meta name="analytics-offers" content="([^"]+)">', page).group(1)))
+    params = httpx.get(server.url + "/openapi.json").json()["paths"]["/api/v1/stats/breakdown"]["get"]["parameters"]
+    by_name = {p["name"]: p["schema"] for p in params}
+    assert offers["metrics"] == by_name["metrics"]["items"]["enum"]
+    assert offers["dimensions"] == by_name["group_by"]["items"]["enum"]
+    assert set(offers["filters"]) == set(offers["dimensions"]) & set(by_name)
+    for name, allows_empty in offers["filters"].items():
+        items = by_name[name]["items"]
+        empty_ok = "" in items["enum"] if "enum" in items else items.get("minLength", 0) == 0
+        assert allows_empty == empty_ok, name

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
+import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,12 +65,29 @@ _FILES = {
 ASSETS = {name: Asset.of(path.read_bytes(), path.suffix) for name, path in _FILES.items()}
 
 
+def offers() -> dict:
+    """What the stats API offers, from the very types it validates `metrics` and `group_by`
+    against (aggregation/query.py, derived from the catalog; /openapi.json shows the same enums).
+    Written into the page, so the page needs no extra request (113 KB of /openapi.json, in series
+    before every read) to know which tiles and panels it can fill; the page's ETag changes with it."""
+    from .. import catalog
+    from ..aggregation import query
+
+    dimensions = list(typing.get_args(query.Dimension))
+    filters = set(catalog.filter_names())
+    return {"metrics": list(typing.get_args(query.Metric)), "dimensions": dimensions,
+            "filters": {d.name: bool(getattr(d, "allow_empty", False))
+                        for d in catalog.DIMENSIONS if d.name in filters and d.name in dimensions}}
+
+
 def _page() -> Asset:
-    """index.html with each asset's URL versioned by its hash ({{name}} placeholders)."""
-    html = (STATIC / "dashboard" / "index.html").read_text()
+    """index.html with each asset's URL versioned by its hash ({{name}} placeholders) and what
+    the API offers ({{offers}})."""
+    text = (STATIC / "dashboard" / "index.html").read_text()
     for name, asset in ASSETS.items():
-        html = html.replace("{{" + name + "}}", f"/dashboard/{name}?v={asset.etag.strip(chr(34))[:12]}")
-    return Asset.of(html.encode(), ".html")
+        text = text.replace("{{" + name + "}}", f"/dashboard/{name}?v={asset.etag.strip(chr(34))[:12]}")
+    text = text.replace("{{offers}}", html.escape(json.dumps(offers(), separators=(",", ":"))))
+    return Asset.of(text.encode(), ".html")
 
 
 PAGE = _page()

@@ -1,8 +1,8 @@
 // The dashboard: reads the public stats API (/api/v1/stats/*) and /openapi.json, nothing else.
 //
-// What it shows is what this server offers: the metrics and group_by dimensions are read from
-// the OpenAPI schema (the catalog generates it), so a tile or panel appears once the server
-// supports it, with no change here. Every number carries data-metric (the API's metric name)
+// What it shows is what this server offers: the metrics and group_by dimensions the API accepts
+// (written into the page by the server from the API's own types, else read from /openapi.json),
+// so a tile or panel appears once the server supports it, with no change here. Every number carries data-metric (the API's metric name)
 // and data-value (the API's number, unformatted), for tests and people's own scripts.
 //
 // State lives in the URL query (period, from, to, tz, interval, and one parameter per filter,
@@ -50,7 +50,14 @@ let chart = null;
 let refreshTimer = null;
 
 // -- what the API offers ------------------------------------------------------------------------
+// The server writes it into the page (web/dashboard.py: the enums the API validates against);
+// without that, the API's own description says it (/openapi.json: the same enums).
 async function discover() {
+  const meta = document.querySelector('meta[name=analytics-offers]');
+  if (meta && meta.content.startsWith('{')) {
+    const o = JSON.parse(meta.content);
+    return { metrics: new Set(o.metrics), dimensions: new Set(o.dimensions), filters: o.filters };
+  }
   const r = await fetch('/openapi.json');
   if (!r.ok) throw new Error(`openapi.json: HTTP ${r.status}`);
   const doc = await r.json();
@@ -60,7 +67,8 @@ async function discover() {
   const dimensions = new Set(enumOf('group_by'));
   const filters = {};
   for (const p of params) {
-    if (dimensions.has(p.name)) filters[p.name] = !((p.schema.items || {}).minLength >= 1);
+    const items = p.schema.items || {};
+    if (dimensions.has(p.name)) filters[p.name] = items.enum ? items.enum.includes('') : !(items.minLength >= 1);
   }
   return { metrics, dimensions, filters };
 }
