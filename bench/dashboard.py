@@ -46,8 +46,11 @@ def _chromium() -> str:
 
 def _ready_ms(page, url: str) -> float:
     page.goto(url)
-    page.wait_for_function("() => performance.getEntriesByName('dashboard-ready').length > 0", timeout=60_000)
-    errors = page.evaluate("() => document.getElementById('error').hidden ? '' : document.getElementById('error').textContent")
+    page.wait_for_function("() => ['ready', 'error'].includes(document.getElementById('dash').dataset.state)",
+                           timeout=120_000)
+    errors = page.evaluate("""() => [document.getElementById('error').hidden ? '' : document.getElementById('error').textContent,
+        ...[...document.querySelectorAll('[data-error]')].map(p => p.dataset.dimension + ': ' + p.textContent)]
+        .filter(Boolean).join('; ')""")
     if errors:
         raise SystemExit(f"the dashboard showed an error: {errors}")
     return page.evaluate("() => performance.getEntriesByName('dashboard-ready')[0].startTime")

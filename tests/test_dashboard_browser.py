@@ -136,6 +136,7 @@ def _api(srv, kind: str, params: list[tuple[str, str]]) -> dict:
 def check_every_number(page, srv, offered, filters: list[tuple[str, str]]) -> int:
     """Every data-metric on the page equals the API's number for the page's range and `filters`;
     the tiles and panels are exactly those the API offers. Returns how many numbers were checked."""
+    assert page.locator("[data-error]").count() == 0, page.inner_text("#panels")
     dash = page.eval_on_selector("#dash", "d => ({...d.dataset})")
     base = [("start", dash["start"]), ("end", dash["end"]), ("timezone", dash["timezone"]), *filters]
     checked = 0
@@ -327,3 +328,22 @@ def test_phone_width_has_no_horizontal_overflow(srv, offered, browser, tmp_path)
     print(f"\nscreenshot: {tmp_path / 'dashboard-phone.png'}")
     context.close()
     assert errors == []
+
+
+def test_today_refreshes_itself_and_other_periods_do_not(srv, offered, browser):
+    """The page's clock is Playwright's (installed before the page loads): a minute passes at once."""
+    context = browser.new_context()
+    context.add_init_script(f"localStorage.setItem('analytics_dashboard_key', {srv.key['read']!r})")
+    page = context.new_page()
+    page.clock.install()
+    page.goto(srv.url + "/dashboard?period=today&tz=UTC")
+    _wait_loaded(page)
+    page.clock.fast_forward("01:05")
+    _wait_loaded(page, 2)
+    check_every_number(page, srv, offered, [])
+    page.goto(srv.url + "/dashboard?period=7d&tz=UTC")
+    _wait_loaded(page)
+    page.clock.fast_forward("03:00")
+    page.wait_for_timeout(500)
+    assert _loads(page) == 1
+    context.close()

@@ -120,11 +120,18 @@ function defaultInterval(state) {
 // -- the API ---------------------------------------------------------------------------------------
 class Unauthorized extends Error {}
 
-async function stats(kind, params) {
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function stats(kind, params, retries = 2) {
   const q = new URLSearchParams();
   for (const [k, v] of params) q.append(k, v);
   const r = await fetch(`${API}/${kind}?${q}`, { headers: { Authorization: `Bearer ${credential}` } });
   if (r.status === 401 || r.status === 403) throw new Unauthorized((await r.json()).detail);
+  if (r.status === 503 && retries > 0) {
+    // Too many reads at once, or the database is busy: as the server says, a moment later.
+    await sleep(Math.min(2, Number(r.headers.get('Retry-After')) || 1) * 1000);
+    return stats(kind, params, retries - 1);
+  }
   if (!r.ok) {
     let detail = `HTTP ${r.status}`;
     try { detail = JSON.stringify((await r.json()).detail); } catch (_) { /* not JSON */ }
@@ -167,7 +174,12 @@ function renderTiles(tiles, row) {
   }
 }
 
-function renderPanel(dimension, title, metric, rows, onPick) {
+function renderPanel(dimension, title, metric, rows, onPick, error) {
+  const head = el('div', { class: 'card-head' }, el('h2', { text: title }), el('span', { class: 'num', text: 'Events' }));
+  if (error) {
+    return el('section', { class: 'card panel', 'data-dimension': dimension, 'data-error': '' }, head,
+      el('p', { class: 'error', text: `Could not load: ${error.message || error}` }));
+  }
   const list = el('ol', { class: 'rows' });
   const filterable = dimension in schema.filters;
   for (const row of rows) {
@@ -181,8 +193,7 @@ function renderPanel(dimension, title, metric, rows, onPick) {
       el('span', { class: 'num', 'data-metric': metric, 'data-value': raw(row[metric]), text: format('count', row[metric]) })));
   }
   if (!rows.length) list.append(el('li', { class: 'empty', text: 'No data' }));
-  return el('section', { class: 'card panel', 'data-dimension': dimension },
-    el('div', { class: 'card-head' }, el('h2', { text: title })), list);
+  return el('section', { class: 'card panel', 'data-dimension': dimension }, head, list);
 }
 
 function renderChips(state, onRemove) {
@@ -226,7 +237,10 @@ async function load() {
 
   const tiles = TILES.filter(([m]) => schema.metrics.has(m));
   const panels = PANELS.filter(([d]) => schema.dimensions.has(d));
-  const rowMetric = schema.metrics.has('unique_visitors') ? 'unique_visitors' : 'events';
+  // Rows count events: every rollup family carries them, so each panel is a rollup read at any
+  // size (visitors per OS or referrer are a raw scan: ~0.5 s each at 1M events, refused when
+  // several run at once). The tiles and the chart show visitors.
+  const rowMetric = 'events';
   const chartMetrics = tiles.filter(([m]) => ['unique_visitors', 'pageviews', 'visits'].includes(m)).map(([m, l]) => [m, l]);
   if (!chartMetrics.length) chartMetrics.push(['events', 'Events']);
 
@@ -236,15 +250,21 @@ async function load() {
     load();
   };
   try {
-    const [totals, series, ...breakdowns] = await Promise.all([
+    // A panel that fails shows its error; the rest of the page still works.
+    const breakdowns = Promise.allSettled(panels.map(([d]) => stats('breakdown',
+      [...base, ['group_by', d], ['metrics', rowMetric], ['limit', PANEL_ROWS]])));
+    const [totals, series] = await Promise.all([
       stats('totals', [...base, ...tiles.map(([m]) => ['metrics', m]), ['compare', 'previous']]),
       stats('timeseries', [...base, ['interval', interval], ...chartMetrics.map(([m]) => ['metrics', m])]),
-      ...panels.map(([d]) => stats('breakdown', [...base, ['group_by', d], ['metrics', rowMetric], ['limit', PANEL_ROWS]])),
     ]);
+    const settled = await breakdowns;
     if (mine !== generation) return;
+    const denied = settled.find((s) => s.status === 'rejected' && s.reason instanceof Unauthorized);
+    if (denied) throw denied.reason;
     $('error').hidden = true;
     renderTiles(tiles, totals.results[0] || {});
-    $('panels').replaceChildren(...panels.map(([d, title], i) => renderPanel(d, title, rowMetric, breakdowns[i].results, pick)));
+    $('panels').replaceChildren(...panels.map(([d, title], i) => renderPanel(d, title, rowMetric,
+      settled[i].status === 'fulfilled' ? settled[i].value.results : [], pick, settled[i].reason)));
     renderChart(series.results, chartMetrics, interval, state.tz);
     dash.dataset.state = 'ready';
     dash.dataset.loads = String(Number(dash.dataset.loads || 0) + 1);
