@@ -120,11 +120,8 @@ async def dashboard(request: Request):
     return _serve(request, PAGE, {**SECURITY_HEADERS, "Cache-Control": PAGE_CACHE})
 
 
-@router.get("/dashboard/{name:path}", tags=["dashboard"], response_class=Response,
-            responses={200: {"description": "A static asset of the dashboard", "content": {
-                "text/javascript": {"schema": {"type": "string"}},
-                "text/css": {"schema": {"type": "string"}}}},
-                **_NOT_MODIFIED, 404: {"description": "No such asset"}})
+# The page's own files, at the URLs the page names: not part of the API (not in /openapi.json).
+@router.get("/dashboard/{name:path}", include_in_schema=False)
 async def dashboard_asset(name: str, request: Request):
     asset = ASSETS.get(name)
     if asset is None:

@@ -203,7 +203,16 @@ function renderChips(state, onRemove) {
     el('button', { type: 'button', 'aria-label': `Remove filter ${k}`, onclick: () => onRemove(i), text: '×' }))));
 }
 
-function renderChart(series, metrics, interval, tz) {
+// uPlot loads `async`: the reads start without waiting for it to be fetched and compiled.
+function chartLibrary() {
+  if (window.uPlot) return Promise.resolve(window.uPlot);
+  return new Promise((resolve, reject) => {
+    $('uplot-js').addEventListener('load', () => resolve(window.uPlot), { once: true });
+    $('uplot-js').addEventListener('error', () => reject(new Error('the chart library did not load')), { once: true });
+  });
+}
+
+function renderChart(uPlot, series, metrics, interval, tz) {
   const box = $('chart');
   const xs = series.map((r) => Date.parse(r.bucket) / 1000);
   const data = [xs, ...metrics.map(([m]) => series.map((r) => r[m]))];
@@ -258,6 +267,7 @@ async function load() {
       stats('timeseries', [...base, ['interval', interval], ...chartMetrics.map(([m]) => ['metrics', m])]),
     ]);
     const settled = await breakdowns;
+    const uPlot = await chartLibrary();
     if (mine !== generation) return;
     const denied = settled.find((s) => s.status === 'rejected' && s.reason instanceof Unauthorized);
     if (denied) throw denied.reason;
@@ -265,7 +275,7 @@ async function load() {
     renderTiles(tiles, totals.results[0] || {});
     $('panels').replaceChildren(...panels.map(([d, title], i) => renderPanel(d, title, rowMetric,
       settled[i].status === 'fulfilled' ? settled[i].value.results : [], pick, settled[i].reason)));
-    renderChart(series.results, chartMetrics, interval, state.tz);
+    renderChart(uPlot, series.results, chartMetrics, interval, state.tz);
     dash.dataset.state = 'ready';
     dash.dataset.loads = String(Number(dash.dataset.loads || 0) + 1);
     performance.mark('dashboard-ready');
