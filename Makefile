@@ -71,7 +71,7 @@ migrate: venv db
 	$(PY) -m analytics.migrations $(MIGRATE_ARGS)
 
 # A new API key, printed once as the last line, e.g.  make key NAME=dashboard SCOPE=read
-# (SCOPE: read, ingest or admin; also `python -m analytics keys list|revoke NAME`)
+# (SCOPE: read, ingest, admin or share; also `python -m analytics keys share|list|revoke NAME`)
 SCOPE ?= read
 key: venv db
 	@test -n "$(NAME)" || { echo "usage: make key NAME=dashboard SCOPE=read" >&2; exit 2; }
