@@ -14,7 +14,7 @@ import os
 import sys
 
 SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
-          "retention", "import", "before_after")
+          "retention", "import", "before_after", "curve")
 
 
 def _all(rest: list[str]) -> int:
