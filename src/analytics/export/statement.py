@@ -17,6 +17,7 @@ from typing import Literal
 from ..aggregation.builder import Builder
 from ..aggregation.planner import Piece
 from ..aggregation.query import StatsQuery
+from .ndjson import key_columns
 
 Format = Literal["ndjson", "csv"]
 
@@ -41,13 +42,30 @@ _BARE = frozenset({"duration", "is_bot", *JSON_FIELDS})
 SETTINGS = ("SET LOCAL TimeZone = 'UTC'", "SET LOCAL DateStyle = 'ISO, YMD'",
             "SET LOCAL enable_sort = off", "SET LOCAL max_parallel_workers_per_gather = 0")
 _TIME = "replace(replace(e.time::text, ' ', 'T'), '+00', 'Z') AS time"  # '+' is only in the offset
-_COLUMNS = ", ".join(_TIME if f == "time" else "e.is_bot::text AS is_bot" if f == "is_bot" else f"e.{f}"
-                     for f in FIELDS)
 
-# NDJSON: COPY writes CSV whose fields are already JSON values, and export/ndjson.py puts the keys
-# in (see its docstring for why each option). PostgreSQL's own JSON functions (row_to_json,
-# json_build_object, to_json per column) cost 2-3x the CSV work on the database
-# (bench/README.md, "Export": the variants measured).
+
+def _column(f: str) -> str:
+    return _TIME if f == "time" else "e.is_bot::text AS is_bot" if f == "is_bot" else f"e.{f}"
+
+
+_COLUMNS = ", ".join(_column(f) for f in FIELDS)
+
+
+
+# NDJSON: COPY writes CSV whose fields are already JSON values, between constant columns holding
+# the keys, and export/ndjson.py makes each chunk JSON with one translate (see its docstring for
+# why each option). PostgreSQL's own JSON functions (row_to_json, json_build_object, to_json per
+# column) cost 2-3x the CSV work on the database (bench/README.md, "Export": the variants measured).
+def _ndjson_columns() -> str:
+    """Each field's key (a constant, export/ndjson.py key_columns), then its value; the closing brace."""
+    keys = key_columns(FIELDS)
+    out = []
+    for i, f in enumerate(FIELDS):
+        out += [f"E'{keys[i]}' AS k{i}".replace("\x02", "\\x02"), _column(f)]
+    return ", ".join(out + [f"'{keys[-1]}' AS k{len(FIELDS)}"])
+
+
+_NDJSON_COLUMNS = _ndjson_columns()
 _NDJSON_OPTIONS = ("FORMAT csv, DELIMITER E'\\x01', QUOTE '\"', ESCAPE '\\', NULL 'null', FORCE_QUOTE ("
                    + ", ".join(f for f in FIELDS if f not in _BARE) + ")")
 _CSV_OPTIONS = "FORMAT csv, HEADER true"
@@ -57,6 +75,6 @@ def copy_statement(q: StatsQuery, fmt: Format) -> tuple[str, dict]:
     """(COPY statement with %(name)s placeholders, their values) for the range and filters of `q`."""
     b = Builder(q)
     where = b._where("time", Piece(None, q.start, q.end), bots_column=True)
-    select = f"SELECT {_COLUMNS} FROM events e WHERE {where} ORDER BY e.time, e.id"
-    options = _CSV_OPTIONS if fmt == "csv" else _NDJSON_OPTIONS
+    columns, options = (_COLUMNS, _CSV_OPTIONS) if fmt == "csv" else (_NDJSON_COLUMNS, _NDJSON_OPTIONS)
+    select = f"SELECT {columns} FROM events e WHERE {where} ORDER BY e.time, e.id"
     return f"COPY ({select}) TO STDOUT WITH ({options})", b.params
