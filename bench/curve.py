@@ -12,7 +12,8 @@ database this run loaded is dropped at the end (one it found loaded is kept).
 
 Then, per size, the service with its production command (gunicorn, 2 workers, answer cache off)
 and the query benchmark's dashboard questions (bench/query.py `_questions`), R times each over one
-keep-alive connection: median and p95 in ms, and each median's ratio to the smallest size's.
+keep-alive connection, in `--rounds` rounds whose size order alternates (1M, 10M, 30M, then 30M,
+10M, 1M): median and p95 in ms over all rounds, and each median's ratio to the smallest size's.
 The curve is called flat when no question's median grows more than 1.5x from the smallest to the
 largest size (the noise of this shared machine is about that much from run to run: compare the
 load averages printed beside each size). `--sizes 1M,10M` skips the 30M database (its load takes
@@ -100,8 +101,8 @@ def ensure_loaded(n: int, days: int) -> tuple[bool, tuple[int, float, float]]:
     return True, (n, t_load, t_rebuild)
 
 
-def measure(n: int, reps: int) -> tuple[dict[str, tuple[float, float, str]], str, str]:
-    """{question: (median ms, p95 ms, source)}, load average before and after."""
+def measure(n: int, reps: int) -> tuple[dict[str, tuple[list[float], str]], str, str]:
+    """{question: (times in ms, source)}, load average before and after."""
     from support import Server
 
     url = qb._url_for(db_name(n))
@@ -112,16 +113,16 @@ def measure(n: int, reps: int) -> tuple[dict[str, tuple[float, float, str]], str
     before = loadavg()
     srv = Server(url, SCHEMA, workers=2, env={"STATS_CACHE_TTL_SECONDS": "0", "LOG_LEVEL": "WARNING"},
                  log_path=Path(f"/tmp/bench-curve-{os.getpid()}.log")).start()
-    out: dict[str, tuple[float, float, str]] = {}
+    out: dict[str, tuple[list[float], str]] = {}
     try:
         client = qb._Client(srv.url, srv.headers)
         try:
             floor, _ = qb._time_http(client, {"path": "/healthz"}, reps)
-            out["(HTTP floor: GET /healthz)"] = (statistics.median(floor), qb._pct(floor, 0.95), "-")
+            out["(HTTP floor: GET /healthz)"] = (floor, "-")
             for q in qb._questions(end):
                 times, body = qb._time_http(client, q, reps)
                 source = body["meta"]["source"] if isinstance(body, dict) else "rollup (seed)"
-                out[q["name"]] = (statistics.median(times), qb._pct(times, 0.95), source)
+                out[q["name"]] = (times, source)
         finally:
             client.close()
     finally:
@@ -129,7 +130,8 @@ def measure(n: int, reps: int) -> tuple[dict[str, tuple[float, float, str]], str
     return out, before, loadavg()
 
 
-def report(sizes: list[int], results: dict[int, dict], loads: dict[int, tuple[str, str]]) -> bool:
+def report(sizes: list[int], results: dict[int, dict], loads: dict[int, list[tuple[str, str]]],
+           load_times: dict[int, tuple[float, float]]) -> bool:
     """Print the curve; True when it is flat (see the module docstring)."""
     base = sizes[0]
     print(f"\ndashboard latency against event count (HTTP, the questions of bench/query.py, cache off, "
@@ -140,15 +142,19 @@ def report(sizes: list[int], results: dict[int, dict], loads: dict[int, tuple[st
     for name in results[base]:
         line = f"{name:38s}"
         for n in sizes:
-            med, p95, _ = results[n][name]
-            ratio = med / results[base][name][0] if results[base][name][0] else float("nan")
+            times = results[n][name][0]
+            med, p95 = statistics.median(times), qb._pct(times, 0.95)
+            base_med = statistics.median(results[base][name][0])
+            ratio = med / base_med if base_med else float("nan")
             line += f" {med:8.1f}/{p95:7.1f} {ratio:5.2f}"
             if n == sizes[-1] and not name.startswith("(") and ratio > FLAT_RATIO:
                 flat = False
         print(line)
-    print("load average (1/5/15 min) before / after each size: " +
-          "; ".join(f"{size_label(n)} {loads[n][0]} / {loads[n][1]}" for n in sizes))
-    sources = {n: sorted({v[2] for k, v in results[n].items() if not k.startswith("(")}) for n in sizes}
+    print("load average (1/5/15 min) before / after each size's rounds: " +
+          "; ".join(f"{size_label(n)} " + ", ".join(f"{b} / {a}" for b, a in loads[n]) for n in sizes))
+    print("load + rollup rebuild time of each database (when it was loaded): " +
+          "; ".join(f"{size_label(n)} {load_times[n][0]:.0f}s + {load_times[n][1]:.0f}s" for n in sizes))
+    sources = {n: sorted({v[1] for k, v in results[n].items() if not k.startswith("(")}) for n in sizes}
     print("answered from: " + "; ".join(f"{size_label(n)} {', '.join(s)}" for n, s in sources.items()))
     verdict = "flat" if flat else "NOT flat"
     print(f"curve {size_label(base)} -> {size_label(sizes[-1])}: {verdict} (no median above "
@@ -162,7 +168,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench curve")
     ap.add_argument("--sizes", default="1M,10M,30M", help="comma-separated event counts, e.g. 1M,10M")
     ap.add_argument("--days", type=int, default=90)
-    ap.add_argument("--reps", type=int, default=20, help="HTTP requests per question")
+    ap.add_argument("--reps", type=int, default=20, help="HTTP requests per question and round")
+    ap.add_argument("--rounds", type=int, default=2, help="measuring rounds, in alternating size order")
     ap.add_argument("--keep", action="store_true", help="keep the databases this run loads")
     ap.add_argument("--load-only", action="store_true", help="load the databases, measure nothing")
     ap.add_argument("--drop", action="store_true", help="drop every size's database and exit")
@@ -173,20 +180,28 @@ def main(argv: list[str]) -> int:
             qb._drop_database(db_name(n))
         return 0
     loaded_now: list[int] = []
+    times: dict[int, tuple[float, float]] = {}
     try:
         for n in sizes:
             fresh, (_, t_load, t_rebuild) = ensure_loaded(n, args.days)
+            times[n] = (t_load, t_rebuild)
             if fresh:
                 loaded_now.append(n)
         if args.load_only:
             return 0
-        # Measured back to back, after every load: the sizes see the same machine.
-        results, loads = {}, {}
-        for n in sizes:
-            results[n], before, after = measure(n, args.reps)
-            loads[n] = (before, after)
-            print(f"  measured {size_label(n)}", flush=True)
-        report(sizes, results, loads)
+        # Measured back to back after every load, in rounds whose order alternates (small to large,
+        # large to small): a machine whose load changes meanwhile weighs on every size alike. The
+        # figures are over every round's requests.
+        results: dict[int, dict] = {n: {} for n in sizes}
+        loads: dict[int, list] = {n: [] for n in sizes}
+        for r in range(args.rounds):
+            for n in (sizes if r % 2 == 0 else sizes[::-1]):
+                got, before, after = measure(n, args.reps)
+                for name, (times, source) in got.items():
+                    results[n].setdefault(name, ([], source))[0].extend(times)
+                loads[n].append((before, after))
+                print(f"  measured {size_label(n)} (round {r + 1}, load average {before} -> {after})", flush=True)
+        report(sizes, results, loads, times)
         return 0
     finally:
         if not args.keep:
