@@ -180,11 +180,11 @@ def main(argv: list[str]) -> int:
             qb._drop_database(db_name(n))
         return 0
     loaded_now: list[int] = []
-    times: dict[int, tuple[float, float]] = {}
+    load_times: dict[int, tuple[float, float]] = {}
     try:
         for n in sizes:
             fresh, (_, t_load, t_rebuild) = ensure_loaded(n, args.days)
-            times[n] = (t_load, t_rebuild)
+            load_times[n] = (t_load, t_rebuild)
             if fresh:
                 loaded_now.append(n)
         if args.load_only:
@@ -201,7 +201,7 @@ def main(argv: list[str]) -> int:
                     results[n].setdefault(name, ([], source))[0].extend(times)
                 loads[n].append((before, after))
                 print(f"  measured {size_label(n)} (round {r + 1}, load average {before} -> {after})", flush=True)
-        report(sizes, results, loads, times)
+        report(sizes, results, loads, load_times)
         return 0
     finally:
         if not args.keep:
