@@ -171,6 +171,19 @@ async def _in_process(url: str, schema: str, start: datetime, end: datetime, row
                 n, size, dt, cpu = await run(sql, params, None)
                 print(f"  COPY, {name:44s} {n / dt:10,.0f} rows/s  {size / dt / 1e6:6.1f} MB/s  "
                       f"client CPU {cpu / n * 1e6:5.2f} us/row")
+        if variants:
+            # The database's share alone: the same statements written to the server's /dev/null
+            # (needs a superuser or pg_write_server_files; skipped otherwise).
+            statements = {"NDJSON (the service)": copy_statement(q, "ndjson"), "CSV": copy_statement(q, "csv")}
+            statements.update({k: (v, statements["CSV"][1]) for k, v in _sql_variants(where).items()})
+            print(f"  database only, COPY ... TO '/dev/null' (load average {_load()}):")
+            try:
+                for name, (sql, params) in statements.items():
+                    t0 = time.perf_counter()
+                    await psycopg.AsyncClientCursor(conn).execute(sql.replace("TO STDOUT", "TO '/dev/null'"), params)
+                    print(f"    {name:50s} {rows / (time.perf_counter() - t0):10,.0f} rows/s")
+            except psycopg.errors.InsufficientPrivilege:
+                print("    (skipped: the role may not write server files)")
         print(f"  (load average after: {_load()})")
 
 
