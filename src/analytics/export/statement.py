@@ -1,8 +1,8 @@
 """The export's one statement: `COPY (SELECT ... ORDER BY time, id) TO STDOUT`.
 
-PostgreSQL formats every row itself (CSV quoting, JSON escaping) and sends it as it goes: the
-service only moves bytes, which is what makes 100,000+ rows/s possible from one Python worker
-(bench/export.py measures this against a named cursor fetching the same rows). COPY takes no
+PostgreSQL formats every row itself (CSV quoting and escaping) and sends it as it goes: the
+service only moves bytes (for NDJSON, one `bytes.translate` per chunk: export/ndjson.py), which
+is what makes 100,000+ rows/s possible from one Python worker (bench/export.py). COPY takes no
 bind parameters, so the statement is bound client-side (psycopg's ClientCursor quotes every
 value); the filters are the stats API's own (aggregation/builder.py), so `page_prefix`,
 `referrer` ('' = direct) and `include_bots` mean the same thing on both.
