@@ -185,6 +185,9 @@ def main(argv: list[str]) -> int:
         for n in sizes:
             fresh, (_, t_load, t_rebuild) = ensure_loaded(n, args.days)
             load_times[n] = (t_load, t_rebuild)
+            qb.SCHEMA = SCHEMA
+            print(f"{size_label(n)}:", end="")
+            qb._sizes(qb._url_for(db_name(n)), n)  # disk per million events (scaling guide, section 2)
             if fresh:
                 loaded_now.append(n)
         if args.load_only:
