@@ -70,6 +70,23 @@ def _loaded(url: str) -> tuple[int, float, float] | None:
         return None
 
 
+def _events(url: str) -> int | None:
+    """The events in a database a previous run created (None: no such database or table)."""
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            return conn.execute(f"SELECT count(*) FROM {SCHEMA}.events").fetchone()[0]
+    except psycopg.Error:
+        return None
+
+
+def _mark(url: str, n: int, t_load: float, t_rebuild: float) -> tuple[int, float, float]:
+    """Record that the database is loaded and rebuilt (what a later run reuses)."""
+    with psycopg.connect(url) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.curve_loaded (events bigint, load_s float8, rebuild_s float8)")
+        conn.execute(f"INSERT INTO {SCHEMA}.curve_loaded VALUES (%s, %s, %s)", (n, t_load, t_rebuild))
+    return n, t_load, t_rebuild
+
+
 def ensure_loaded(n: int, days: int) -> tuple[bool, tuple[int, float, float]]:
     """Load database `n` unless a previous run finished it; (loaded now, (events, load s, rebuild s))."""
     db = db_name(n)
@@ -78,6 +95,13 @@ def ensure_loaded(n: int, days: int) -> tuple[bool, tuple[int, float, float]]:
     if done is not None and done[0] == n:
         print(f"{size_label(n)}: reusing {db} (loaded in {done[1]:.0f}s + rebuild {done[2]:.0f}s)", flush=True)
         return False, done
+    events = _events(url)
+    if events == n:  # loaded, but the rebuild did not finish (stopped): rebuild only
+        print(f"{size_label(n)}: {db} holds its {n:,} events; rebuilding its rollups", flush=True)
+        qb.SCHEMA = SCHEMA
+        t0 = time.perf_counter()
+        qb._rebuild(url)
+        return True, _mark(url, n, float("nan"), time.perf_counter() - t0)
     free = shutil.disk_usage("/").free
     need = n * BYTES_PER_EVENT
     if free - need < MIN_FREE_BYTES:
@@ -93,9 +117,7 @@ def ensure_loaded(n: int, days: int) -> tuple[bool, tuple[int, float, float]]:
     t0 = time.perf_counter()
     qb._rebuild(url)
     t_rebuild = time.perf_counter() - t0
-    with psycopg.connect(url) as conn:
-        conn.execute(f"CREATE TABLE {SCHEMA}.curve_loaded (events bigint, load_s float8, rebuild_s float8)")
-        conn.execute(f"INSERT INTO {SCHEMA}.curve_loaded VALUES (%s, %s, %s)", (n, t_load, t_rebuild))
+    _mark(url, n, t_load, t_rebuild)
     print(f"{size_label(n)}: loaded in {t_load:.0f}s, rollups rebuilt in {t_rebuild:.0f}s "
           f"(load average {loadavg()})", flush=True)
     return True, (n, t_load, t_rebuild)
