@@ -23,6 +23,7 @@ from ..auth.guards import require_read
 from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.errors import validation_error
 from ..web.rules import rules_422
+from .ndjson import encoder_for
 from .statement import FIELDS, Format, copy_statement
 from .stream import ExportResponse, ExportStream
 
@@ -143,7 +144,8 @@ async def export_events(request: Request, p: Annotated[StatsParams, Depends(expo
         return _busy(gate.limit)
     gzip = wants_gzip(request.headers.get("accept-encoding", ""))
     stream = ExportStream(request.app.state.reads, statement, values, gzip=gzip,
-                          timeout_ms=int(settings.export_max_seconds * 1000), on_close=gate.leave)
+                          timeout_ms=int(settings.export_max_seconds * 1000), on_close=gate.leave,
+                          encode=encoder_for(fmt))
     await stream.start()  # errors before the first byte are answered as errors (503, ...)
     headers = {"Content-Disposition": f'attachment; filename="events-{_stamp(q.start)}-{_stamp(q.end)}.{fmt}"',
                "Cache-Control": "no-store", "Vary": "Accept-Encoding",
