@@ -97,7 +97,7 @@ def write_mmdb(path, database_type="GeoLite2-Country"):
     w.insert_network(IPSet(["77.88.8.0/24"]), {"registered_country": {"iso_code": "de"}})
     w.insert_network(IPSet(["2001:4860::/32"]), {"country": {"iso_code": "JP"}})
     # A record a private network should never get (a file may hold anything): refused anyway.
-    w.insert_network(IPSet(["10.0.0.0/8"]), {"country": {"iso_code": "IT"}})
+    w.insert_network(IPSet(["10.0.0.0/8", "100.64.0.0/10", "fd00::/8"]), {"country": {"iso_code": "IT"}})
     # A region rather than a country.
     w.insert_network(IPSet(["193.0.14.0/24"]), {"country": {"iso_code": "EU"}})
     w.to_db_file(str(path))
@@ -112,7 +112,8 @@ def test_geoip_db_overrides_the_packaged_database(tmp_path, monkeypatch):
     assert geo.country_of("77.88.8.8") == "DE"        # else `registered_country`, upper case
     assert geo.country_of("2001:4860:4860::8888") == "JP"
     assert geo.country_of("114.114.114.114") == ""    # not in the file: no fallback to another source
-    assert geo.country_of("10.1.2.3") == ""
+    for address in ("10.1.2.3", "100.64.0.1", "fd00::1", "::ffff:10.0.0.1"):
+        assert geo.country_of(address) == ""
     assert geo.country_of("193.0.14.129") == ""
     for address in GARBAGE:
         assert geo.country_of(address) == ""

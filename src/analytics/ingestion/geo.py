@@ -17,6 +17,7 @@ Where countries come from:
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -68,6 +69,34 @@ def _unmapped(address: str) -> str:
     return str(mapped) if mapped else address
 
 
+# Blocks that are nobody's country (IANA's special-purpose address registries, RFC 6890 and
+# successors): private, shared (CGNAT), loopback, link-local, documentation, benchmarking,
+# multicast, reserved; in IPv6 also 6to4 and NAT64 (the IPv4 address inside decides, unseen).
+# Kept as sorted integer ranges: ipaddress's own is_global walks its lists in ~10 µs a call.
+_SPECIAL_BLOCKS = {
+    4: ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+        "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4"],
+    6: ["::/127", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
+        "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8"],
+}
+
+
+def _ranges(blocks: list[str]) -> tuple[list[int], list[int]]:
+    nets = sorted(ipaddress.ip_network(b) for b in blocks)
+    return [int(n[0]) for n in nets], [int(n[-1]) for n in nets]
+
+
+_SPECIAL_RANGES = {version: _ranges(blocks) for version, blocks in _SPECIAL_BLOCKS.items()}
+
+
+def _special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    starts, ends = _SPECIAL_RANGES[ip.version]
+    n = int(ip)
+    i = bisect_right(starts, n) - 1
+    return i >= 0 and n <= ends[i]
+
+
 def _packaged_lookup() -> Lookup:
     from iptocc import country_code  # Rust; answers None for private, reserved and garbage
 
@@ -95,6 +124,9 @@ def open_mmdb(path: str):
 
 
 def _mmdb_lookup(reader) -> Lookup:
+    # The address is parsed here, strictly: the reader's own parser (getaddrinfo) would take
+    # "1.2.3" or "8.8.8.8%x". A City file costs more per look-up than a Country file: the reader
+    # decodes the whole record (every name in every language); bench/geo.py has the figures.
     get = reader.get
 
     def lookup(address: str) -> str:
@@ -102,13 +134,13 @@ def _mmdb_lookup(reader) -> Lookup:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return ""
-        if not ip.is_global:  # private, loopback, link-local, documentation, multicast...
-            return ""
         try:
             record = get(ip)
         except ValueError:  # an IPv6 address in an IPv4-only file
             return ""
-        if not isinstance(record, dict):
+        # Private, loopback, link-local, documentation, multicast...: '' whatever the file says
+        # (checked after the look-up: the files hold none of them).
+        if not isinstance(record, dict) or _special(ip):
             return ""
         # `country` is where the address is used; `registered_country` (its registry's) when
         # the file has no better answer, e.g. for some anycast and satellite ranges.
