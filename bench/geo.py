@@ -4,9 +4,11 @@ For the packaged database (iptocc) and for each .mmdb file given (--mmdb, repeat
 when set), each in a fresh interpreter (so that load time and memory are its own), through
 `analytics.ingestion.geo.country_of`, the function the write path calls:
 
-  - load: the first lookup of a worker (import, open, first answer), ms;
-  - memory: RSS and PSS added by the load and by --n lookups of random addresses (a .mmdb is
-    memory-mapped: its pages are shared by every worker, so PSS is what a worker really costs);
+  - load: the first lookup of a worker (importing the reader, opening the file, the first
+    answer), ms;
+  - memory: RSS and PSS added by the load, and after --n lookups of random addresses (that
+    figure includes the 2 x --n address strings themselves, about 4 MiB at the default; a
+    .mmdb is memory-mapped: the pages it touched are page cache, shared by every worker);
   - lookup cost, warm: µs per call on --n random IPv4 and --n random IPv6 addresses (best of 3
     rounds), and the share of them that got a country;
   - accuracy on KNOWN: addresses whose block's registrant is documented (the source of truth
@@ -69,9 +71,9 @@ def mem():
     return out
 
 path, n, known, not_public = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+from analytics.ingestion import geo  # a worker has imported it (and ipaddress) already
 m0 = mem()
 t0 = time.perf_counter()
-from analytics.ingestion import geo
 if path:
     geo.open_mmdb(path)  # what config.py does when the settings are read
 geo.load(path)
