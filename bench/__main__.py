@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|query|export|ua|fastpath|keys|metrics|before_after|...]`: run one benchmark, or
+"""`python -m bench [ingest|query|export|ua|fastpath|keys|metrics|before_after|geo|...]`: run one benchmark, or
 all of them in turn.
 
 All of them (`make bench`): ingestion on an empty schema, the query benchmark (which loads its
@@ -16,7 +16,7 @@ import os
 import sys
 
 SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
-          "retention", "import", "before_after", "curve")
+          "retention", "import", "before_after", "curve", "geo")
 
 
 def _all(rest: list[str]) -> int:
