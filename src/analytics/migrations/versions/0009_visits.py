@@ -18,11 +18,6 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-_FIRST = "ORDER BY started, first_id"
-_ENTRY = "ORDER BY entry_at, entry_id) FILTER (WHERE entry_at IS NOT NULL))[1]"
-_EXIT = "ORDER BY exit_at DESC, exit_id DESC) FILTER (WHERE exit_at IS NOT NULL))[1]"
-
-
 def upgrade() -> None:
     helpers.execute("""CREATE TABLE IF NOT EXISTS "__schema__".visits (
             visitor_id    bigint      NOT NULL,
@@ -44,7 +39,7 @@ def upgrade() -> None:
             referrer_host text        NOT NULL)""")
     helpers.execute('CREATE INDEX IF NOT EXISTS visits_visitor_idx ON "__schema__".visits (visitor_id, started)')
     helpers.execute('CREATE INDEX IF NOT EXISTS visits_started_idx ON "__schema__".visits (started)')
-    helpers.execute(f"""CREATE OR REPLACE FUNCTION "__schema__".visits_fold(batch "__schema__".visits[], timeout interval)
+    helpers.execute(r"""CREATE OR REPLACE FUNCTION "__schema__".visits_fold(batch "__schema__".visits[], timeout interval)
         RETURNS SETOF "__schema__".visits LANGUAGE plpgsql AS $fn$
         BEGIN
             IF batch IS NULL THEN
@@ -61,12 +56,12 @@ def upgrade() -> None:
                             AND v.ended >= span.lo - timeout AND v.started <= span.hi + timeout
                           RETURNING v.*),
                  items AS (SELECT * FROM b UNION ALL SELECT * FROM gone)
-            SELECT visitor_id, min(started), max(ended), (array_agg(first_id {_FIRST}))[1],
+            SELECT visitor_id, min(started), max(ended), (array_agg(first_id ORDER BY started, first_id))[1],
             sum(pageviews)::int, sum(events)::int, sum(interactions)::int,
-            min(entry_at), (array_agg(entry_id {_ENTRY}, coalesce((array_agg(entry_page {_ENTRY}, ''),
-            max(exit_at), (array_agg(exit_id {_EXIT}, coalesce((array_agg(exit_page {_EXIT}, ''),
-            (array_agg(os {_FIRST}))[1], (array_agg(browser {_FIRST}))[1], (array_agg(device {_FIRST}))[1],
-            (array_agg(referrer_host {_FIRST}))[1]
+            min(entry_at), (array_agg(entry_id ORDER BY entry_at, entry_id) FILTER (WHERE entry_at IS NOT NULL))[1], coalesce((array_agg(entry_page ORDER BY entry_at, entry_id) FILTER (WHERE entry_at IS NOT NULL))[1], ''),
+            max(exit_at), (array_agg(exit_id ORDER BY exit_at DESC, exit_id DESC) FILTER (WHERE exit_at IS NOT NULL))[1], coalesce((array_agg(exit_page ORDER BY exit_at DESC, exit_id DESC) FILTER (WHERE exit_at IS NOT NULL))[1], ''),
+            (array_agg(os ORDER BY started, first_id))[1], (array_agg(browser ORDER BY started, first_id))[1], (array_agg(device ORDER BY started, first_id))[1],
+            (array_agg(referrer_host ORDER BY started, first_id))[1]
         FROM (SELECT o.*, sum(brk) OVER (PARTITION BY visitor_id ORDER BY started, ended, first_id
                                          ROWS UNBOUNDED PRECEDING) AS isl
               FROM (SELECT i.*, CASE WHEN started - max(ended) OVER w > timeout THEN 1 ELSE 0 END AS brk
