@@ -164,6 +164,11 @@ def filter_dimension(filter_name: str) -> Dimension:
     raise KeyError(filter_name)
 
 
+def event_filter_names() -> tuple[str, ...]:
+    """The filters of dimensions that events carry (not the visit-only entry/exit pages)."""
+    return tuple(f for d in DIMENSIONS if d.name not in VISIT_ONLY_DIMENSIONS for f in d.filters)
+
+
 def columns() -> dict[str, str]:
     """API dimension name -> events column (visit-only dimensions have none)."""
     return {d.name: d.column for d in DIMENSIONS if d.name not in VISIT_ONLY_DIMENSIONS}
