@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors",
+SUITES = ("ingest", "query", "export", "ua", "fastpath", "keys", "metrics", "ratelimit", "visitors", "visits",
           "retention", "import", "before_after", "curve", "geo")
 
 

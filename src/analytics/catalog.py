@@ -100,7 +100,35 @@ METRICS: tuple[Metric, ...] = (
            fraction="0.95", json_type=float),
 )
 
-KINDS = ("agg", "dur", "ses", "vis")
+KINDS = ("agg", "dur", "ses", "vis", "visit")
+
+# --- visits (issue 11 part 2; rollups/visits.py) ------------------------------------------------
+# A visit is a visitor's run of human events with no gap longer than VISIT_TIMEOUT_MINUTES; the
+# `visits` table holds one row per visit, maintained at ingest. Visit metrics are kind "visit"
+# (their `raw` SQL is over rows of `visits`); a visit counts in the bucket where it started.
+# Dimensions a visit carries: its entry and exit pages (visit-only: no events column), and the
+# os/browser/device/referrer of its first event (the same column names as events).
+DIMENSIONS += (
+    Dimension("entry_page", "entry_page", "the page of the visit's first pageview (rollups/visits.py)",
+              "Entry page of the visit (visit metrics only); repeatable (OR)"),
+    Dimension("exit_page", "exit_page", "the page of the visit's last pageview (rollups/visits.py)",
+              "Exit page of the visit (visit metrics only); repeatable (OR)"),
+)
+VISIT_ONLY_DIMENSIONS: tuple[str, ...] = ("entry_page", "exit_page")
+VISIT_DIMENSIONS: tuple[str, ...] = VISIT_ONLY_DIMENSIONS + ("os", "browser", "device", "referrer")
+_SECONDS = "extract(epoch FROM ended - started)::float8"
+METRICS += (
+    Metric("visits", "visit", "count(*)", zero=0),
+    Metric("views_per_visit", "visit", "sum(pageviews)::float8 / nullif(count(*), 0)", json_type=float),
+    # a fraction 0..1: visits with exactly one pageview and no interaction (engagement beacons
+    # are not interactions)
+    Metric("bounce_rate", "visit",
+           "(count(*) FILTER (WHERE pageviews = 1 AND interactions = 0))::float8 / nullif(count(*), 0)",
+           json_type=float),
+    Metric("visit_duration", "visit", f"avg({_SECONDS})", json_type=float),
+    Metric("median_visit_duration", "visit",
+           f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {_SECONDS})", json_type=float),
+)
 
 
 # Lookups are cached (the builder makes a few dozen per statement); the catalog is fixed once
@@ -136,9 +164,14 @@ def filter_dimension(filter_name: str) -> Dimension:
     raise KeyError(filter_name)
 
 
+def event_filter_names() -> tuple[str, ...]:
+    """The filters of dimensions that events carry (not the visit-only entry/exit pages)."""
+    return tuple(f for d in DIMENSIONS if d.name not in VISIT_ONLY_DIMENSIONS for f in d.filters)
+
+
 def columns() -> dict[str, str]:
-    """API dimension name -> events column."""
-    return {d.name: d.column for d in DIMENSIONS}
+    """API dimension name -> events column (visit-only dimensions have none)."""
+    return {d.name: d.column for d in DIMENSIONS if d.name not in VISIT_ONLY_DIMENSIONS}
 
 
 @cache

@@ -69,6 +69,9 @@ class Settings:
         default_factory=lambda: tuple(config("CORS_ORIGINS", default="", cast=Csv())))
     max_event_age_days: float = field(
         default_factory=lambda: config("MAX_EVENT_AGE_DAYS", default=7.0, cast=float))
+    # Visits (issue 11): a visitor's run of events with no gap longer than this (rollups/visits.py)
+    visit_timeout_minutes: float = field(
+        default_factory=lambda: config("VISIT_TIMEOUT_MINUTES", default=30.0, cast=float))
     max_clock_skew_s: float = field(
         default_factory=lambda: config("MAX_CLOCK_SKEW_SECONDS", default=60.0, cast=float))
     ua_cache_size: int = field(default_factory=lambda: config("UA_CACHE_SIZE", default=10000, cast=int))

@@ -180,20 +180,29 @@ class Builder:
             FROM (SELECT {self._bucket("bucket")} AS b{self._gsel()}, prev, n FROM {ident(p.table)}
                   WHERE {self._where("bucket", p, bots_column=False)}) s GROUP BY b{g}"""
 
+    def visit(self, src: Source) -> str:
+        """Visit metrics over the `visits` table: each visit in the bucket where it started."""
+        (p,) = src.pieces
+        mets = ", ".join(f"{m.raw} AS {ident(m.name)}" for m in catalog.metrics_of("visit"))
+        return f"""SELECT {self._bucket("started")} AS b{self._gsel()}, {mets}
+            FROM {ident(p.table)} WHERE {self._where("started", p, bots_column=False)} GROUP BY 1{self._gpos()}"""
+
     # -- whole statements -------------------------------------------------------------------
     def _merged(self, plan: Plan) -> str:
         g = self._gnames()
         ctes, cols, joins = [], [], []
-        for kind, src in plan.sources().items():  # agg first: every row of m is one of its rows
+        sources = plan.sources()
+        driver = next(iter(sources))  # agg when asked: every row of m is one of its rows
+        for kind, src in sources.items():
             ctes.append(f"{kind} AS ({getattr(self, 'ses' if kind == 'vis' else kind)(src)})")
             for m in catalog.metrics_of(kind):
                 col = f"{kind}.{ident(m.name)}"
-                # a group agg has but this kind has not: the metric's zero (null when none)
+                # a group the driver has but this kind has not: the metric's zero (null when none)
                 cols.append(f"coalesce({col}, {m.zero}) AS {ident(m.name)}"
-                            if kind != "agg" and m.zero_filled else col)
-            if kind != "agg":
+                            if kind != driver and m.zero_filled else col)
+            if kind != driver:
                 joins.append(f"LEFT JOIN {kind} USING (b{g})")
-        ctes.append(f"m AS (SELECT b{g}, {', '.join(cols)} FROM agg {' '.join(joins)})")
+        ctes.append(f"m AS (SELECT b{g}, {', '.join(cols)} FROM {driver} {' '.join(joins)})")
         return "WITH " + ",\n".join(ctes)
 
     def _row_json(self, alias: str, *, bucket: bool, zero_fill: bool) -> str:

@@ -146,6 +146,30 @@ def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
     return Filters(tuple(out), include_bots)
 
 
+def _check_visit_dimensions(groups: tuple[str, ...], mets: tuple[str, ...], flt: Filters) -> None:
+    """Visit metrics read the `visits` table (rollups/visits.py): it carries the entry and exit
+    pages and the first event's os/browser/device/referrer, nothing else; entry and exit pages
+    belong to visits only."""
+    visit_mets = [m for m in mets if catalog.metric(m).kind == "visit"]
+    only = set(catalog.VISIT_ONLY_DIMENSIONS)
+    if visit_mets:
+        allowed = ", ".join(catalog.VISIT_DIMENSIONS)
+        for d in groups:
+            if d not in catalog.VISIT_DIMENSIONS:
+                raise validation_error("group_by", f"'{d}' cannot be combined with visit metrics "
+                                       f"({', '.join(visit_mets)}): they group by {allowed}", rule="visit_dimension")
+        for fname, _ in flt.values:
+            if catalog.filter_dimension(fname).name not in catalog.VISIT_DIMENSIONS or fname != catalog.filter_dimension(fname).name:
+                raise validation_error(fname, f"this filter cannot be combined with visit metrics "
+                                       f"({', '.join(visit_mets)}): they filter on {allowed}", rule="visit_dimension")
+    used = (set(groups) | flt.dimensions()) & only
+    other = [m for m in mets if catalog.metric(m).kind != "visit"]
+    if used and other:
+        raise validation_error("metrics", f"{', '.join(sorted(used))} belong to visits: only visit metrics "
+                               f"({', '.join(m.name for m in catalog.metrics_of('visit'))}) can be asked with "
+                               f"them, not {', '.join(other)}", rule="visit_dimension")
+
+
 def _order(order_by: str | None, metrics: tuple[str, ...]) -> tuple[str, bool]:
     if order_by is None:
         return metrics[0], True
@@ -187,6 +211,8 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
     if compare == "previous" and s - (e - s) < MIN_INSTANT:
         raise validation_error("compare", f"the previous period would start before {MIN_INSTANT:%Y-%m-%d}; "
                                           "ask for a later start or a shorter range", rule="date_range")
+    flt = _filters(filters, include_bots)
+    _check_visit_dimensions(groups, mets, flt)
     name, desc = _order(order_by, mets)
     if limit is None and (kind == "breakdown" or kind == "timeseries" and groups):
         limit = DEFAULT_GROUPS
@@ -202,6 +228,6 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
                                                f"at most {max_buckets} are allowed",
                                    rule="too_many_buckets") from None
     return StatsQuery(kind=kind, start=s, end=e, tz_name=timezone_name, interval=iv if kind == "timeseries" else None,
-                      group_by=groups, metrics=mets, filters=_filters(filters, include_bots),
+                      group_by=groups, metrics=mets, filters=flt,
                       order_by=name, descending=desc, limit=limit, offset=offset, compare=compare,
                       force_raw=(source == "raw"), edges=bucket_edges)

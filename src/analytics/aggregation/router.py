@@ -211,7 +211,7 @@ class StatsResponse(BaseModel):
 
 # Rules every stats endpoint enforces beyond what the schema states (web/rules.py).
 _RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "needs_group_by",
-          "requested_metric", "unknown_parameter", "retention_horizon")
+          "requested_metric", "unknown_parameter", "retention_horizon", "visit_dimension")
 
 
 def _doc(*rules: str) -> dict:

@@ -29,7 +29,7 @@ from .stream import ExportResponse, ExportStream
 
 router = APIRouter()
 
-_SHARED = ("start", "end", "timezone", *catalog.filter_names(), "include_bots")
+_SHARED = ("start", "end", "timezone", *catalog.event_filter_names(), "include_bots")
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
@@ -134,7 +134,7 @@ async def export_events(request: Request, p: Annotated[StatsParams, Depends(expo
             raise validation_error(name, "unknown parameter", rule="unknown_parameter")
     settings = request.app.state.settings
     q = build_query("totals", interval=None, start=p.start, end=p.end, timezone_name=p.timezone,
-                    group_by=[], metrics=[], filters={f: getattr(p, f) for f in catalog.filter_names()},
+                    group_by=[], metrics=[], filters={f: getattr(p, f) for f in catalog.event_filter_names()},
                     include_bots=p.include_bots, order_by=None, limit=None, offset=0, compare=None,
                     source="auto", max_buckets=settings.stats_max_buckets)
     fmt: Format = p.format

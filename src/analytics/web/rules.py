@@ -29,6 +29,9 @@ RULES: dict[str, str] = {
     "needs_group_by": "`limit` and `offset` page through groups: they need `group_by`.",
     "totals_only": "`compare` is available on /totals only.",
     "requested_metric": "`order_by` names one of the requested `metrics`.",
+    "visit_dimension": "Visit metrics group and filter by entry_page, exit_page, os, browser, "
+                       "device and referrer only; entry_page and exit_page go with visit metrics "
+                       "only.",
     "unknown_parameter": "Parameters that the operation does not define are refused.",
     "retention_horizon": "A question needs data that retention dropped: raw events before the raw "
                          "horizon (RETENTION_DAYS) that no rollup answers for, or anything before "
