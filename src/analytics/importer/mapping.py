@@ -108,7 +108,7 @@ class Mapper:
         ev = self._validate(body)
         host = referrer_host(ev.referrer)
         try:
-            _check_text(ev, host)
+            _check_text(ev.page, host)
         except InvalidEvent as exc:
             raise Reject(exc.field, exc.message) from None
         t = self._time(ev.time, "time")
@@ -155,7 +155,7 @@ class Mapper:
             raise Reject("event_id", "required")
         host = referrer_host(ev.referrer)
         try:
-            _check_text(ev, host)
+            _check_text(ev.page, host)
         except InvalidEvent as exc:
             raise Reject({"page": "url_path", "referrer": "referrer_domain"}.get(exc.field, exc.field),
                          exc.message) from None

@@ -46,7 +46,9 @@ def _event_json(r, duplicate: bool) -> bytes:
         "ip_address": r.ip_address, "user_agent": r.user_agent, "referrer": r.referrer,
         "session_id": r.session_id, "duration": r.duration, "description": r.description,
         "os": r.os, "browser": r.browser, "device": r.device, "is_bot": r.is_bot,
-        "duplicate": duplicate,
+        "name": r.name, "props": json.loads(r.props) if r.props else None, "hostname": r.hostname,
+        "utm_source": r.utm_source, "utm_medium": r.utm_medium, "utm_campaign": r.utm_campaign,
+        "country": r.country, "duplicate": duplicate,
     }).encode()
 
 
