@@ -62,6 +62,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("agg", "pagetech", ("page", "os", "browser", "device"), (DAY,)),
     Family("agg", "pageref", ("page", "referrer"), (DAY,)),
     Family("agg", "all", ("page", "os", "browser", "device", "referrer"), (DAY,)),
+    # issue 11 part 1 (revision 0008): event names, sites, countries and campaigns
+    Family("agg", "src", ("name", "hostname", "country", "utm_source", "utm_medium", "utm_campaign"),
+           (HOUR, DAY)),
     # duration histograms (percentiles)
     Family("dur", "total", (), (HOUR, DAY)),
     # first-seen session counts (unique sessions)
