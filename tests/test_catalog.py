@@ -43,7 +43,9 @@ row = spec["components"]["schemas"]["StatsRow"]["properties"]
 
 def enum(p):
     s = p["schema"]
-    return s.get("items", s).get("enum")
+    s = s.get("items", s)
+    # group_by: a dimension (the enum) or prop:<key> (a pattern)
+    return next((a["enum"] for a in s.get("anyOf", [s]) if "enum" in a), None)
 
 def sql(**kw):
     q = query.build_query(kw.pop("kind", "breakdown"), interval=None, start="2026-01-01", end="2026-01-03",

@@ -223,3 +223,58 @@ def test_pageviews_over_time_equals_sql(client, db, window):
     got = [(row["events"], row["pageviews"]) for row in r.json()["results"]]
     want = [_sql_counts(db, start + timedelta(hours=h), start + timedelta(hours=h + 1), "'x'")["x"] for h in (0, 1)]
     assert got == want
+
+
+# --- prop:<key> ------------------------------------------------------------------------------
+
+def test_prop_breakdown_equals_sql(client, db, window):
+    start, end = window
+    r = client.get("/api/v1/stats/breakdown", params={"group_by": ["prop:plan", "name"], "metrics": ["events"],
+                                                      "start": _z(start), "end": _z(end), "limit": 100})
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["source"] == "raw"
+    got = {(row["prop:plan"], row["name"]): row["events"] for row in r.json()["results"]}
+    rows = db.execute("SELECT coalesce(props->>'plan', ''), name, count(*) FROM events WHERE time >= %s AND "
+                      "time < %s AND NOT is_bot GROUP BY 1, 2", (start, end)).fetchall()
+    assert got == {(a, b): n for a, b, n in rows}
+    assert {k[0] for k in got} == {"", "pro", "free"}
+
+
+def test_prop_filter_equals_sql(client, db, window):
+    start, end = window
+    r = client.get("/api/v1/stats/breakdown", params={"group_by": "prop:seats", "prop": ["plan:pro", "plan:free"],
+                                                      "metrics": ["events", "unique_sessions"],
+                                                      "start": _z(start), "end": _z(end)})
+    assert r.status_code == 200, r.text
+    got = {row["prop:seats"]: (row["events"], row["unique_sessions"]) for row in r.json()["results"]}
+    rows = db.execute("SELECT props->>'seats', count(*), count(DISTINCT session_id) FROM events WHERE time >= %s "
+                      "AND time < %s AND NOT is_bot AND props->>'plan' IN ('pro', 'free') GROUP BY 1",
+                      (start, end)).fetchall()
+    assert got == {a: (n, s) for a, n, s in rows} and len(got) == 3
+
+
+def test_a_prop_key_with_quotes_and_percent_is_only_data(client, db):
+    """Keys are sent as parameters: any text, none of it SQL."""
+    key = "it's 100% \"odd\" é"
+    r = client.post("/api/events/", json={"page": "/odd", "name": "Odd", "props": {key: "v"}})
+    assert r.status_code == 201, r.text
+    r = client.get("/api/v1/stats/breakdown", params={"group_by": f"prop:{key}", "prop": f"{key}:v",
+                                                      "metrics": "events"})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0][f"prop:{key}"] == "v" and r.json()["results"][0]["events"] >= 1
+
+
+@pytest.mark.parametrize("params,name", [
+    ({"group_by": "prop:"}, "group_by"),
+    ({"group_by": "prop:" + "k" * 301}, "group_by"),
+    ({"group_by": "prop:a\tb"}, "group_by"),
+    ({"group_by": "nope"}, "group_by"),
+    ({"prop": "plan"}, "prop"),
+    ({"prop": ":pro"}, "prop"),
+    ({"prop": "k" * 301 + ":v"}, "prop"),
+    ({"prop": "plan:" + "v" * 2001}, "prop"),
+])
+def test_bad_prop_parameters_are_422_naming_them(client, params, name):
+    r = client.get("/api/v1/stats/breakdown", params={"group_by": "page", **params})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][:2] == ["query", name], r.text

@@ -127,8 +127,30 @@ KINDS = ("agg", "dur", "ses", "vis")
 
 # Lookups are cached (the builder makes a few dozen per statement); the catalog is fixed once
 # the modules are imported (tests/test_catalog.py extends it before anything looks it up).
-@cache
+# --- issue 11 part 1: `prop:<key>`, a custom property of events (raw events only) ---
+PROP_PREFIX = "prop:"
+PROP_FILTER = "prop"                # the filter parameter: prop=<key>:<value>, repeatable
+
+
+def is_prop(name: str) -> bool:
+    return name.startswith(PROP_PREFIX)
+
+
+def prop_dimension(name: str) -> Dimension:
+    """`prop:<key>`: the property's value as text ('' when the event does not have it), read from
+    the events' props (no rollup carries props). The key is checked by the query model."""
+    return Dimension(name, "props", "the event's `props` (ingestion/fields.py check_props())",
+                     "A custom property's value", allow_empty=True)
+# --- end issue 11 part 1 ---
+
+
 def dimension(name: str) -> Dimension:
+    # prop:<key> names come from requests: not cached (the cache would grow with them)
+    return prop_dimension(name) if is_prop(name) else _dimension(name)
+
+
+@cache
+def _dimension(name: str) -> Dimension:
     return next(d for d in DIMENSIONS if d.name == name)
 
 
@@ -149,9 +171,14 @@ def filter_names() -> tuple[str, ...]:
     return tuple(f for d in DIMENSIONS for f in d.filters)
 
 
-@cache
 def filter_dimension(filter_name: str) -> Dimension:
-    """The dimension a filter parameter reads (`page_prefix` reads `page`)."""
+    """The dimension a filter parameter reads (`page_prefix` reads `page`; `prop:<key>`, the
+    query model's name for a `prop=<key>:<value>` filter, reads that property)."""
+    return prop_dimension(filter_name) if is_prop(filter_name) else _filter_dimension(filter_name)
+
+
+@cache
+def _filter_dimension(filter_name: str) -> Dimension:
     for d in DIMENSIONS:
         if filter_name in d.filters:
             return d

@@ -68,7 +68,7 @@ def _utm(query: str, field: str) -> tuple[str, str, str]:
     for k in UTM_PARAMS:
         v = found.get(k, "").strip()
         if "\x00" in v:
-            raise InvalidEvent(field, f"its {k} must not contain NUL (\\u0000) characters", "value_error")
+            raise InvalidEvent(field, f"its {k} must not contain NUL (\\u0000) characters", "page_url")
         size = utf8_size(field, v)
         if size > MAX_UTM_BYTES:
             raise InvalidEvent(field, f"its {k} must be at most {MAX_UTM_BYTES} bytes in UTF-8 (this one "
@@ -86,11 +86,11 @@ def locate(page: str | None, url: str | None) -> Location:
             parts = urlsplit(url.strip())
             hostname = (parts.hostname or "").rstrip(".")
         except ValueError:
-            raise InvalidEvent("url", "must be a URL (https://host/path?query)", "url_parsing") from None
+            raise InvalidEvent("url", "must be a URL (https://host/path?query)", "page_url") from None
         size = utf8_size("url", hostname)
         if size > MAX_HOSTNAME_BYTES:
             raise InvalidEvent("url", f"its host name must be at most {MAX_HOSTNAME_BYTES} bytes",
-                               "too_many_bytes")
+                               "page_url")
         path, query = parts.path or "/", parts.query
     if page:
         page, page_query = _split_page(page)
@@ -101,7 +101,7 @@ def locate(page: str | None, url: str | None) -> Location:
     elif path is not None:
         page = path
     else:
-        raise InvalidEvent("page", "Field required: send `page` (the path) or `url`", "missing")
+        raise InvalidEvent("page", "Field required: send `page` (the path) or `url`", "page_url")
     return Location(page, hostname, *_utm(query, "url" if url else "page"))
 
 
@@ -123,35 +123,35 @@ def check_props(props: dict[str, Any] | None) -> str | None:
     if not props:
         return None
     if len(props) > MAX_PROPS:
-        raise InvalidEvent("props", f"at most {MAX_PROPS} keys (this one has {len(props)})", "too_many_keys")
+        raise InvalidEvent("props", f"at most {MAX_PROPS} keys (this one has {len(props)})", "prop_value")
     kept: dict[str, Any] = {}
     for key, value in props.items():
         if "\x00" in key:
-            raise _prop_error(key, "the key must not contain NUL (\\u0000) characters", "value_error")
+            raise _prop_error(key, "the key must not contain NUL (\\u0000) characters", "prop_value")
         if not key:
-            raise _prop_error(key, "the key must not be empty", "string_too_short")
+            raise _prop_error(key, "the key must not be empty", "prop_value")
         if utf8_size("props", key) > MAX_PROP_KEY_BYTES:
             raise _prop_error(key, f"the key must be at most {MAX_PROP_KEY_BYTES} bytes in UTF-8",
-                              "too_many_bytes")
+                              "prop_value")
         if value is None:
             continue  # dropped: "no value"
         if isinstance(value, str):
             if "\x00" in value:
-                raise _prop_error(key, "must not contain NUL (\\u0000) characters", "value_error")
+                raise _prop_error(key, "must not contain NUL (\\u0000) characters", "prop_value")
             size = utf8_size("props", value)
             if size > MAX_PROP_VALUE_BYTES:
                 raise _prop_error(key, f"must be at most {MAX_PROP_VALUE_BYTES} bytes in UTF-8 (this one "
-                                       f"is {size})", "too_many_bytes")
+                                       f"is {size})", "prop_value")
         elif isinstance(value, bool):
             pass
         elif isinstance(value, int):
             if abs(value) > MAX_PROP_INT:
-                raise _prop_error(key, f"integers must be within ±2^53 ({MAX_PROP_INT})", "number_range")
+                raise _prop_error(key, f"integers must be within ±2^53 ({MAX_PROP_INT})", "prop_value")
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise _prop_error(key, "must be a finite number", "finite_number")
+                raise _prop_error(key, "must be a finite number", "prop_value")
         else:
             raise _prop_error(key, "must be a string, a number or a boolean (no objects or arrays)",
-                              "prop_type")
+                              "prop_value")
         kept[key] = value
     return json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if kept else None

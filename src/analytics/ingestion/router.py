@@ -61,7 +61,8 @@ _EVENT_SCHEMA = EventCreateSchema.model_json_schema()
 # minItems/maxItems of the batch body; create_app states BATCH_MAX_EVENTS (document_batch_limit).
 _BATCH_SCHEMA: dict = {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}
 # What the event body schema cannot state (web/rules.py).
-_EVENT_RULES = ("time_window", "calendar_date", "too_many_bytes", "json_too_deep", "database_limit")
+_EVENT_RULES = ("time_window", "calendar_date", "too_many_bytes", "json_too_deep", "database_limit",
+                "page_url", "prop_value")
 
 
 # The tracker posts its JSON as text/plain (navigator.sendBeacon / fetch with a string body): a
