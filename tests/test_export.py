@@ -19,7 +19,8 @@ from support import Server, connect, drop_schema, new_schema_name
 
 UTC = timezone.utc
 FIELDS = ["id", "time", "page", "ip_address", "user_agent", "referrer", "session_id", "duration",
-          "description", "os", "browser", "device", "is_bot"]
+          "description", "os", "browser", "device", "is_bot",
+          "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign", "country"]
 # Text the formats must carry through unchanged: CSV's delimiter, quote and line breaks, JSON's
 # escapes, backslashes, non-ASCII (2-, 3- and 4-byte UTF-8), leading/trailing spaces.
 NASTY = ['a,b', 'say "hi"', "line1\nline2", "cr\r\nlf", "back\\slash", "tab\there", "ümlaut ñ",
@@ -75,8 +76,7 @@ def _z(t: datetime) -> str:
 
 def _stored(conn, where: str = "true", args: tuple = ()) -> list[dict]:
     """The rows of the detailed range as the export should give them, in (time, id) order."""
-    cur = conn.execute(f"""SELECT id, time, page, ip_address, user_agent, referrer, session_id, duration,
-                                  description, os, browser, device, is_bot FROM events
+    cur = conn.execute(f"""SELECT {', '.join(FIELDS)} FROM events
                            WHERE time >= %s AND time < %s AND ({where}) ORDER BY time, id""",
                        (T0, T0 + timedelta(days=1), *args))
     return [dict(zip(FIELDS, r)) for r in cur.fetchall()]
@@ -119,7 +119,8 @@ def test_csv_is_the_stored_rows_with_quoting(export_server):
     assert r.headers["content-disposition"].endswith('.csv"')
     rows = list(csv.reader(io.StringIO(r.content.decode(), newline="")))
     assert rows[0] == FIELDS
-    want = [[("" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
+    want = [[("" if v is None else str(v).lower() if isinstance(v, bool)
+              else json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else str(v))
              for v in _as_export(row).values()] for row in _stored(conn)]
     assert rows[1:] == want
     # NULL is an empty field, an empty string a quoted one: the two stay apart.

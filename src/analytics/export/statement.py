@@ -25,7 +25,9 @@ Format = Literal["ndjson", "csv"]
 # own output under SETTINGS, with two replaces (to_char was the costliest column: measured, about
 # a third of the whole CSV statement). `is_bot` is true/false in both formats.
 FIELDS: tuple[str, ...] = ("id", "time", "page", "ip_address", "user_agent", "referrer", "session_id",
-                           "duration", "description", "os", "browser", "device", "is_bot")
+                           "duration", "description", "os", "browser", "device", "is_bot",
+                           # issue 11 part 1 (props: a JSON object in NDJSON, its JSON text in CSV)
+                           "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign", "country")
 # The first byte must not wait for the whole range to be sorted: left to itself the planner sorts
 # every matching row first (a parallel seq scan and a sort, on disk past work_mem: gigabytes and
 # minutes for 10M rows), where walking each chunk's time index in order (ChunkAppend) and
