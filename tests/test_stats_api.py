@@ -287,8 +287,12 @@ def test_openapi_types_the_parameters(stats):
                 "browser", "device", "referrer", "include_bots", "order_by", "limit", "offset"} <= set(params)
         assert ("compare" in params) == (path == "totals")
         assert "source" not in params
-        assert params["group_by"]["schema"]["items"]["enum"] == ["page", "os", "browser", "device", "referrer",
-                                                                 "entry_page", "exit_page"]
+        dims, props = params["group_by"]["schema"]["items"]["anyOf"]
+        assert dims["enum"] == ["page", "os", "browser", "device", "referrer", "name", "hostname", "country",
+                                "utm_source", "utm_medium", "utm_campaign",
+                                "entry_page", "exit_page"]
+        assert props["pattern"].startswith("^prop:")
+        assert "prop" in params and "pageviews" in params["metrics"]["schema"]["items"]["enum"]
         assert params["group_by"]["required"] == (path == "breakdown")
         assert "p95_duration" in params["metrics"]["schema"]["items"]["enum"]
         assert "Europe/Berlin" in params["timezone"]["schema"]["enum"]

@@ -13,6 +13,7 @@ converted statements is keyed by the text).
 """
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 
@@ -69,7 +70,7 @@ class Builder:
         self.groups = groups
         self._arrays: list[str] | None = None
         self.params: dict[str, object] = {}
-        self.g = [ident(d) for d in q.group_by]          # output names
+        self.g = [self._alias(d) for d in q.group_by]    # output names
         self.bucketed = q.kind == "timeseries"
         if self.bucketed:
             # The bucket labels (ISO 8601 with the zone's offsets) are sent once; the edges are
@@ -84,9 +85,26 @@ class Builder:
         self.params[name] = value
         return f"%({name})s::{cast}" if cast else f"%({name})s"
 
+    def _alias(self, d: str) -> str:
+        """The output column of group_by dimension `d`: its name, or for prop:<key> (any text)
+        a name of ours."""
+        return f'"prop_{self.q.group_by.index(d)}"' if catalog.is_prop(d) else ident(d)
+
+    def _col(self, d: catalog.Dimension) -> str:
+        """The SQL reading dimension `d` from a source row: its column, or for prop:<key> the
+        property's value as text ('' when the event has none), the key sent as a parameter."""
+        if catalog.is_prop(d.name):
+            key = d.name[len(catalog.PROP_PREFIX):]
+            return f"coalesce(props ->> {self.param(key, 'text')}, '')"
+        return ident(d.column)
+
+    def _key(self, d: str) -> str:
+        """The JSON key of an output column (a parameter for prop:<key>: any text)."""
+        return self.param(json.dumps(d) + ":", "text") if catalog.is_prop(d) else json_key(d)
+
     def _gsel(self) -> str:
         """', page, referrer_host AS referrer' for a source row."""
-        return "".join(f", {ident(catalog.dimension(d).column)} AS {ident(d)}" for d in self.q.group_by)
+        return "".join(f", {self._col(catalog.dimension(d))} AS {self._alias(d)}" for d in self.q.group_by)
 
     def _gnames(self, prefix: str = "") -> str:
         p = prefix + "." if prefix else ""
@@ -106,7 +124,7 @@ class Builder:
                  f"{t} < {self.param(piece.hi, 'timestamptz')}"]
         for name, values in self.q.filters.values:
             dim = catalog.filter_dimension(name)
-            col = ident(dim.column)
+            col = self._col(dim)
             if name != dim.name:  # the dimension's prefix filter
                 parts.append(f"{col} LIKE ANY({self.param([_like_prefix(v) for v in values], 'text[]')})")
             else:
@@ -114,7 +132,7 @@ class Builder:
         if bots_column and not self.q.filters.include_bots:
             parts.append("NOT is_bot")
         if self.groups is not None:
-            cols = ", ".join(ident(catalog.dimension(d).column) for d in self.q.group_by)
+            cols = ", ".join(self._col(catalog.dimension(d)) for d in self.q.group_by)
             parts.append(f"({cols}) IN (SELECT * FROM unnest({self._group_arrays()}))")
         return " AND ".join(parts)
 
@@ -211,7 +229,7 @@ class Builder:
         if bucket:
             items.append(f"""'"bucket":"' || {alias}.label || '"'""")
         for d in self.q.group_by:
-            items.append(f"{json_key(d)} || to_json({alias}.{ident(d)})::text")
+            items.append(f"{self._key(d)} || to_json({alias}.{self._alias(d)})::text")
         for m in self.q.metrics:
             col = f"m.{ident(m)}"
             if zero_fill and catalog.metric(m).zero_filled:

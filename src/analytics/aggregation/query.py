@@ -119,6 +119,55 @@ def _default_end(now: datetime) -> datetime:
     return datetime.fromtimestamp(-(-ts // q) * q, timezone.utc)
 
 
+# --- issue 11 part 1: prop:<key> (group_by) and prop=<key>:<value> (filter) ---
+MAX_PROP_KEY_BYTES = 300  # what ingest accepts (ingestion/fields.py)
+MAX_PROP_VALUE_BYTES = 2000
+
+
+def _prop_key(param: str, key: str) -> str:
+    """A property key as ingest accepts it: 1..300 bytes of UTF-8, no control characters."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise validation_error(param, "the property key must be valid Unicode text") from None
+    if not 0 < size <= MAX_PROP_KEY_BYTES:
+        raise validation_error(param, f"the property key must be 1 to {MAX_PROP_KEY_BYTES} bytes of UTF-8",
+                               rule="prop_value")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise validation_error(param, "the property key must not contain control characters", rule="prop_value")
+    return key
+
+
+def _group_by(names: list[str]) -> tuple[str, ...]:
+    for n in names:
+        if catalog.is_prop(n):
+            _prop_key("group_by", n[len(catalog.PROP_PREFIX):])
+        elif n not in DIMENSIONS:
+            raise validation_error("group_by", f"'{n[:40]}' is not one of {', '.join(DIMENSIONS)} or "
+                                               "prop:<key>")
+    return tuple(dict.fromkeys(names))
+
+
+def _prop_filters(values: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """prop=<key>:<value> (repeatable; values of one key OR-ed, keys AND-ed), as filters named
+    prop:<key>. The key ends at the first ':'; the value may be '' (events without the key)."""
+    if len(values) > MAX_FILTER_VALUES:
+        raise validation_error(catalog.PROP_FILTER, f"at most {MAX_FILTER_VALUES} values")
+    by_key: dict[str, list[str]] = {}
+    for v in values:
+        key, sep, value = v.partition(":")
+        if not sep:
+            raise validation_error(catalog.PROP_FILTER, "must be <key>:<value>, e.g. prop=plan:pro", rule="prop_value")
+        _prop_key(catalog.PROP_FILTER, key)
+        if "\x00" in value or len(value.encode("utf-8", "surrogatepass")) > MAX_PROP_VALUE_BYTES:
+            raise validation_error(catalog.PROP_FILTER, f"the value must be at most {MAX_PROP_VALUE_BYTES} bytes, "
+                                                        "without NUL characters")
+        if value not in by_key.setdefault(key, []):
+            by_key[key].append(value)
+    return [(catalog.PROP_PREFIX + k, tuple(sorted(v))) for k, v in sorted(by_key.items())]
+# --- end issue 11 part 1 ---
+
+
 def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
     out = []
     for name in FILTERS:
@@ -143,6 +192,7 @@ def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
                 clean.append(v)
         if clean:
             out.append((name, tuple(sorted(clean))))
+    out += _prop_filters(raw.get(catalog.PROP_FILTER) or [])
     return Filters(tuple(out), include_bots)
 
 
@@ -202,7 +252,7 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
             iv = parse_bounded(interval if interval is not None else "1 day")
         except IntervalError as exc:
             raise validation_error("interval", f"interval {exc}", rule=exc.rule) from None
-    groups = tuple(dict.fromkeys(group_by))
+    groups = _group_by(group_by)
     mets = tuple(dict.fromkeys(metrics)) or ("events",)
     if kind == "breakdown" and not groups:
         raise validation_error("group_by", "breakdown needs at least one group_by dimension")

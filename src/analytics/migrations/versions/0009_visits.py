@@ -1,7 +1,7 @@
 """visits: one row per visit, maintained at ingest (issue 11, part 2)
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008 (written on 0007; re-chained at merge)
 Create Date: 2026-12-02
 
 The `visits` table and the `visits_fold` function the ingest hook calls (rollups/visits.py
@@ -14,7 +14,7 @@ from __future__ import annotations
 from analytics.migrations import helpers
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
