@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .ingest import _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
+from .ratelimit import _workers_cpu_s
 from support import ROOT, Server, database_url, drop_schema  # noqa: E402 (bench.ingest puts tests/ on the path)
 from support import HIGH_RATE_LIMITS, new_schema_name  # noqa: E402
 
@@ -57,6 +58,7 @@ def main(argv: list[str]) -> int:
     common = {"STATS_CACHE_TTL_SECONDS": "0"}
     servers: dict[str, Server] = {}
     best: dict[tuple[str, str], dict] = {}
+    cpu_us: dict[tuple[str, str], list[float]] = {}
     try:
         servers["before"] = Server(url, new_schema_name("bench_ba_before"), workers=2, root=base_tree,
                                    keys=False, log_path=work / "before.log", env=common).start()
@@ -74,7 +76,10 @@ def main(argv: list[str]) -> int:
             for name, srv in servers.items():
                 for load, script, path, conns in (("POST /api/events/", single, "/api/events/", 64),
                                                   ("GET /api/v1/stats/totals", gets[name], "/api/v1/stats/totals", 16)):
+                    cpu = _workers_cpu_s(srv)
                     r = run_wrk(wrk, srv.url + path, script, conns, args.seconds)
+                    cpu_us.setdefault((load, name), []).append(
+                        (_workers_cpu_s(srv) - cpu) / max(1, r["requests"]) * 1e6)
                     if r["rate"] > best.get((load, name), {}).get("rate", -1):
                         best[(load, name)] = r
     finally:
@@ -86,4 +91,8 @@ def main(argv: list[str]) -> int:
         print(f"{load:26s} before {b['rate']:8,.0f} req/s p99 {b['p99']:6.1f} ms   "
               f"now {n['rate']:8,.0f} req/s p99 {n['p99']:6.1f} ms   now/before = {n['rate'] / b['rate']:.2f}   "
               f"(non-2xx: before {b['non2xx']}, now {n['non2xx']})")
+    for load in ("POST /api/events/", "GET /api/v1/stats/totals"):  # medians: steadier than rates
+        b, n = (sorted(cpu_us[(load, k)])[len(cpu_us[(load, k)]) // 2] for k in ("before", "now"))
+        print(f"{load:26s} workers' CPU per request: before {b:5.0f} us   now {n:5.0f} us   "
+              f"now/before = {n / b:.2f}")
     return 0

@@ -437,13 +437,13 @@ def main(argv: list[str]) -> int:
         servers.append(srv.start())
         wait_all_workers_ready(srv)
         # The HTTP floor and the comparison path, same command; idle while the service is measured.
-        floor = Server(url, schema, workers=2, app="bench.floor:app", log_path=work / "floor.log",
+        floor = Server(url, schema, workers=2, app="bench.floor:app", log_path=work / "floor.log", keys=False,
                        env=bench_env)
         servers.append(floor.start())
         wait_all_workers_ready(floor)
         base = None
         if not args.history:  # (d) is the issue-3 comparison, on an empty schema
-            base = Server(url, schema, workers=2, app="bench.seedlike:app", log_path=work / "seedlike.log",
+            base = Server(url, schema, workers=2, app="bench.seedlike:app", log_path=work / "seedlike.log", keys=False,
                           env=bench_env)
             servers.append(base.start())
             wait_all_workers_ready(base)

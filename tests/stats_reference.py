@@ -16,7 +16,10 @@ from zoneinfo import ZoneInfo
 import httpx
 
 UTC = timezone.utc
-DIM_COLUMN = {"page": "page", "os": "os", "browser": "browser", "device": "device", "referrer": "referrer_host"}
+DIM_COLUMN = {"page": "page", "os": "os", "browser": "browser", "device": "device", "referrer": "referrer_host",
+              # issue 11 part 1
+              "name": "name", "hostname": "hostname", "country": "country", "utm_source": "utm_source",
+              "utm_medium": "utm_medium", "utm_campaign": "utm_campaign"}
 
 USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
@@ -42,6 +45,12 @@ class Ev:
     session_id: str | None
     duration: int | None
     is_bot: bool
+    name: str = "pageview"
+    hostname: str = ""
+    country: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
 
 
 def last_year_transitions(tz: ZoneInfo, year: int) -> list[datetime]:
@@ -66,9 +75,26 @@ def last_year_transitions(tz: ZoneInfo, year: int) -> list[datetime]:
     return out
 
 
+HOSTS = ["shop.example", "blog.example", "Docs.Example:8443"]
+NAMES = ["Signup", "Outbound Link: Click", "File Download"]
+UTMS = ["", "", "?utm_source=news&utm_medium=email&utm_campaign=fall",
+        "?utm_source=google&utm_medium=cpc", "?utm_campaign=x%20y&ref=1"]
+
+
+def with_fields(rng: random.Random, ev: dict) -> dict:
+    """The event with issue 11's fields: a page URL (host, UTM) and, for one in five, a custom
+    event name and props."""
+    ev["url"] = f"https://{rng.choice(HOSTS)}{ev['page']}{rng.choice(UTMS)}"
+    if rng.random() < 0.2:
+        ev["name"] = rng.choice(NAMES)
+        ev["props"] = {"plan": rng.choice(["pro", "free"]), "n": rng.randint(0, 3)}
+    return ev
+
+
 def make_events(rng: random.Random, windows: list[tuple[datetime, datetime]], n: int,
-                sessions: int = 250) -> list[dict]:
-    """API payloads: sessions of a few events, spread over the windows, at whole seconds."""
+                sessions: int = 250, fields: bool = False) -> list[dict]:
+    """API payloads: sessions of a few events, spread over the windows, at whole seconds (with
+    `fields`, also issue 11's url, name and props: with_fields)."""
     out = []
     while len(out) < n:
         lo, hi = rng.choice(windows)
@@ -83,6 +109,8 @@ def make_events(rng: random.Random, windows: list[tuple[datetime, datetime]], n:
                         "page": rng.choice(PAGES), "user_agent": ua,
                         "referrer": rng.choice(REFERRERS) if k == 0 else "",
                         "session_id": sid, "duration": rng.choice([0, 0, 1, 5, rng.randint(0, 900)])})
+            if fields:
+                with_fields(rng, out[-1])
     return out[:n]
 
 
@@ -93,8 +121,8 @@ def post_batches(client: httpx.Client, events: list[dict], size: int = 1000, hea
 
 
 def stored_events(conn) -> list[Ev]:
-    rows = conn.execute("SELECT time, page, os, browser, device, referrer_host, session_id, duration, is_bot "
-                        "FROM events").fetchall()
+    rows = conn.execute("SELECT time, page, os, browser, device, referrer_host, session_id, duration, is_bot, "
+                        "name, hostname, country, utm_source, utm_medium, utm_campaign FROM events").fetchall()
     return [Ev(*r) for r in rows]
 
 

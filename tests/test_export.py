@@ -19,11 +19,15 @@ from support import Server, connect, drop_schema, new_schema_name
 
 UTC = timezone.utc
 FIELDS = ["id", "time", "page", "ip_address", "user_agent", "referrer", "session_id", "duration",
-          "description", "os", "browser", "device", "is_bot"]
+          "description", "os", "browser", "device", "is_bot",
+          # issue 11's event fields (revision 0007), appended: props is JSON (an object, or null)
+          "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign", "country"]
 # Text the formats must carry through unchanged: CSV's delimiter, quote and line breaks, JSON's
 # escapes, backslashes, non-ASCII (2-, 3- and 4-byte UTF-8), leading/trailing spaces.
 NASTY = ['a,b', 'say "hi"', "line1\nline2", "cr\r\nlf", "back\\slash", "tab\there", "ümlaut ñ",
-         "日本語のページ", "emoji 🎉👍", " padded ", '",\n"', "\\N", "\x01\x02", ""]
+         "日本語のページ", "emoji 🎉👍", " padded ", '",\n"', "\\N", "\x01\x02", "",
+         # the NDJSON encoder's own delimiters and keys (export/ndjson.py), and SQL NULL's word
+         'x","props":"y', "\x01" * 19 + "\n", "null", '\\"', "\x1f\x7f"]
 T0 = datetime(2021, 3, 1, tzinfo=UTC)          # the detailed rows: 2021-03-01 .. 2021-03-02
 BULK_T0 = datetime(2019, 1, 1, tzinfo=UTC)     # the many rows for disconnect / cap tests
 BULK_ROWS = 200_000
@@ -56,11 +60,15 @@ def _load(conn) -> None:
                      "" if i % 8 == 0 else f"ref{i % 3}.example", None if i % 10 == 0 else f"s-{i % 40}",
                      None if i % 7 == 0 else i % 300, None if i % 3 == 1 else text,
                      ["Windows", "iOS", "Android", "Other"][i % 4], ["Chrome", "Safari", "Firefox"][i % 3],
-                     ["desktop", "mobile", "tablet", "bot"][i % 4], i % 4 == 3))
+                     ["desktop", "mobile", "tablet", "bot"][i % 4], i % 4 == 3,
+                     "pageview" if i % 2 else f"signup {text}", _props(i, text), f"h{i % 3}.example" if i % 5 else text,
+                     text if i % 11 == 1 else "", "" if i % 3 else "news", "" if i % 6 else text,
+                     ["", "DE", "JP"][i % 3]))
     with conn.cursor() as cur:
         cur.executemany("""INSERT INTO events (id, time, page, ip_address, user_agent, referrer, referrer_host,
-                           session_id, duration, description, os, browser, device, is_bot)
-                           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""", rows)
+                           session_id, duration, description, os, browser, device, is_bot,
+                           name, props, hostname, utm_source, utm_medium, utm_campaign, country)
+                           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""", rows)
         cur.execute("""INSERT INTO events (id, time, page, user_agent, session_id, duration, description, os,
                                            browser, device)
                        SELECT gen_random_uuid(), %s + n * interval '1 second', '/bulk/' || (n %% 50),
@@ -69,14 +77,21 @@ def _load(conn) -> None:
                        FROM generate_series(1, %s) n""", (BULK_T0, BULK_ROWS))
 
 
+def _props(i: int, text: str):
+    """props (jsonb): none, a nested object with the nasty text as key and value, or JSON scalars."""
+    if i % 3 == 0:
+        return None
+    from psycopg.types.json import Jsonb
+    return Jsonb([{text: text, "n": i, "ok": True, "list": [1, None, text]}, "null", 7, {}][i % 4])
+
+
 def _z(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _stored(conn, where: str = "true", args: tuple = ()) -> list[dict]:
     """The rows of the detailed range as the export should give them, in (time, id) order."""
-    cur = conn.execute(f"""SELECT id, time, page, ip_address, user_agent, referrer, session_id, duration,
-                                  description, os, browser, device, is_bot FROM events
+    cur = conn.execute(f"""SELECT {", ".join(FIELDS)} FROM events
                            WHERE time >= %s AND time < %s AND ({where}) ORDER BY time, id""",
                        (T0, T0 + timedelta(days=1), *args))
     return [dict(zip(FIELDS, r)) for r in cur.fetchall()]
@@ -108,7 +123,7 @@ def test_ndjson_is_the_stored_rows_in_time_id_order(export_server):
     # The fields are those of GET /api/events/{id}/ (same names and values).
     one = httpx.get(f"{srv.url}/api/events/{got[7]['id']}/").json()
     one.pop("duplicate")
-    assert one == got[7]
+    assert one == {k: got[7][k] for k in one}
 
 
 def test_csv_is_the_stored_rows_with_quoting(export_server):
@@ -119,9 +134,11 @@ def test_csv_is_the_stored_rows_with_quoting(export_server):
     assert r.headers["content-disposition"].endswith('.csv"')
     rows = list(csv.reader(io.StringIO(r.content.decode(), newline="")))
     assert rows[0] == FIELDS
+    p = FIELDS.index("props")  # its JSON text (PostgreSQL's spacing): compared as JSON
     want = [[("" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
-             for v in _as_export(row).values()] for row in _stored(conn)]
-    assert rows[1:] == want
+             for k, v in _as_export(row).items() if k != "props"] for row in _stored(conn)]
+    assert [row[:p] + row[p + 1:] for row in rows[1:]] == want
+    assert [json.loads(row[p]) if row[p] else None for row in rows[1:]] == [row["props"] for row in _stored(conn)]
     # NULL is an empty field, an empty string a quoted one: the two stay apart.
     lines = _csv_records(r.content.decode())
     stored = _stored(conn)
@@ -360,3 +377,35 @@ def test_the_statement_streams_without_sorting_the_range(export_server):
 
 def _nodes(plan: dict) -> list[str]:
     return [plan["Node Type"]] + [n for child in plan.get("Plans", []) for n in _nodes(child)]
+
+
+def test_ndjson_encoder_on_the_real_copy_rows(export_server):
+    """export/ndjson.py on the statement's own COPY rows: the chunk-at-once path (clean rows) and
+    the row-by-row parser (rows with control characters) give each row's JSON, and a chunk of
+    clean rows gives the same bytes as its rows one by one (the props quoting undone in both)."""
+    from psycopg import ClientCursor
+
+    from analytics.aggregation.query import build_query
+    from analytics.export.ndjson import encoder_for
+    from analytics.export.statement import SETTINGS, copy_statement
+
+    _, conn = export_server
+    q = build_query("totals", interval=None, start=_z(T0), end=_z(T0 + timedelta(days=1)), timezone_name="UTC",
+                    group_by=[], metrics=[], filters={}, include_bots=True, order_by=None, limit=None,
+                    offset=0, compare=None, source="auto", max_buckets=100)
+    statement, params = copy_statement(q, "ndjson")
+    with conn.transaction():
+        for setting in SETTINGS:
+            conn.execute(setting)
+        with ClientCursor(conn).copy(statement, params) as copy:
+            views = list(copy)  # as the service gets them (memoryviews)
+    rows = [bytes(r) for r in views]
+    encode = encoder_for("ndjson")
+    want = [_as_export(row) for row in _stored(conn)]
+    one_by_one = [encode([r]) for r in rows]
+    assert [json.loads(line) for line in one_by_one] == want
+    clean = [r for r in rows if len(r) - len(r.translate(None, bytes(range(32)))) == encode.control_per_row]
+    with_props = [r for r in clean if b'\x01"{' in r]
+    assert 50 < len(clean) < len(rows) and with_props  # both kinds, and clean rows with props objects
+    assert encode(clean) == b"".join(encode([r]) for r in clean)
+    assert encode(views) == encode(rows) == b"".join(one_by_one)

@@ -97,6 +97,27 @@ def test_page_and_referrer_host_together_at_the_cap_and_over(client, db):
     assert r.status_code == 201, r.text
 
 
+def test_event_fields_at_their_byte_caps_fit_the_src_rollup_key(client, db):
+    """Issue 11: the `src` family's key holds name, hostname, country and the three UTM values
+    together; each at its cap, in incompressible text, still fits (and one more is a 422)."""
+    name = emoji(120)                        # 480 bytes: the character cap
+    host = cjk(84) + "x"                     # 253 bytes
+    utm = [utf8_text(512, k[:1]) for k in ("source", "medium", "campaign")]
+    url = f"https://{host}/p?utm_source={utm[0]}&utm_medium={utm[1]}&utm_campaign={utm[2]}"
+    r = client.post("/api/events/", json={"url": url, "name": name, "props": {cjk(100): utf8_text(2000, "v")}})
+    assert r.status_code == 201, r.text
+    (n,) = db.execute("SELECT count(*) FROM rollup_agg_src_1d WHERE name = %s AND hostname = %s AND "
+                      "utm_source = %s AND utm_medium = %s AND utm_campaign = %s", (name, host, *utm)).fetchone()
+    assert n == 1
+    for over in (f"https://{host}y/p", f"https://h/p?utm_campaign={utm[2]}y"):
+        r = client.post("/api/events/", json={"url": over})
+        assert r.status_code == 422, r.text
+        assert_clean(r)
+        assert locs(r) == [["body", "url"]]
+    r = client.post("/api/events/", json={"page": "/", "name": name + "x"})
+    assert r.status_code == 422 and locs(r) == [["body", "name"]], r.text
+
+
 def test_longest_session_id_fits_its_index(client, db):
     sid = emoji(256)  # the character cap: 1,024 bytes, under a row of rollup_sessions' key
     r = client.post("/api/events/", json={"page": "/s", "session_id": sid})
@@ -165,15 +186,15 @@ def _nested(depth: int) -> dict:
 
 def test_nesting_limit_is_32_levels(client):
     # The event itself is one level (a batch two): extra fields may nest up to 32 in all, and
-    # are ignored.
-    r = client.post("/api/events/", json={"page": "/nest", "props": _nested(31)})
+    # are ignored. (Not `props`: since issue 11 that field is read, and must be flat.)
+    r = client.post("/api/events/", json={"page": "/nest", "extra": _nested(31)})
     assert r.status_code == 201, r.text
-    r = client.post("/api/events/batch", json=[{"page": "/nest", "props": _nested(30)}])
+    r = client.post("/api/events/batch", json=[{"page": "/nest", "extra": _nested(30)}])
     assert r.status_code == 201, r.text
-    r = client.post("/api/events/", json={"page": "/nest", "props": _nested(32)})
+    r = client.post("/api/events/", json={"page": "/nest", "extra": _nested(32)})
     assert r.status_code == 422, r.text
     assert "32" in r.json()["detail"][0]["msg"]
-    r = client.post("/api/events/batch", json=[{"page": "/nest", "props": _nested(31)}])
+    r = client.post("/api/events/batch", json=[{"page": "/nest", "extra": _nested(31)}])
     assert r.status_code == 422, r.text
 
 

@@ -34,7 +34,8 @@ UTC = timezone.utc
 YEAR = datetime.now(UTC).year - 1
 SPAN = (datetime(YEAR, 5, 1, tzinfo=UTC), datetime(YEAR, 6, 10, tzinfo=UTC))
 EXPORT_FIELDS = ("id", "time", "page", "ip_address", "user_agent", "referrer", "session_id", "duration",
-                 "description", "os", "browser", "device", "is_bot")
+                 "description", "os", "browser", "device", "is_bot",
+                 "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign", "country")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -102,8 +103,9 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EXPORT_FIELDS)
     for r in rows:
-        w.writerow(["" if r[f] is None else str(r[f]).lower() if isinstance(r[f], bool) else r[f]
-                    for f in EXPORT_FIELDS])
+        v = [r.get(f) for f in EXPORT_FIELDS]  # rows made without issue 11's columns leave them empty
+        w.writerow(["" if x is None else str(x).lower() if isinstance(x, bool)
+                    else json.dumps(x) if isinstance(x, dict) else x for x in v])
     data = buf.getvalue().encode()
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
     return path
@@ -123,7 +125,7 @@ def source(db_url, tmp_path_factory):
     srv = Server(db_url, schema, env={"MAX_EVENT_AGE_DAYS": "800"}).start()
     made: list[str] = [schema]
     try:
-        events = ref.make_events(random.Random(12), [SPAN], 3000, sessions=300)
+        events = ref.make_events(random.Random(12), [SPAN], 3000, sessions=300, fields=True)
         for i, e in enumerate(events[:300]):  # the columns make_events leaves at their defaults
             e.update(description=f"d{i} ,\"quoted\"\nnewline", ip_address=f"203.0.113.{i % 250}")
         with httpx.Client(base_url=srv.url, timeout=60) as client:
@@ -276,19 +278,22 @@ def test_umami_export_is_mapped(db_url, source):
     assert "real date" in rejects[2][2] and rejects[3][2] == "required"
     with connect(db_url, schema) as conn:
         got = conn.execute("""SELECT id::text, time, page, ip_address, user_agent, referrer, referrer_host,
-            session_id, duration, description, os, browser, device, is_bot FROM events ORDER BY time""").fetchall()
+            session_id, duration, description, os, browser, device, is_bot, name FROM events ORDER BY time""").fetchall()
+        where = conn.execute("SELECT hostname, country, utm_source FROM events ORDER BY time").fetchall()
+    # hostname, country and UTM as Umami recorded them
+    assert where[0] == ("example.com", "DE", "google") and where[2] == ("example.com", "FR", ""), where
     t = lambda *a: datetime(YEAR, *a, tzinfo=UTC)  # noqa: E731
     assert got == [
         ("0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c60", t(5, 3, 10, 15, 42, 123000), "/pricing", None, "",
-         "https://www.google.com/search", "google.com", S1, None, "", "Windows", "Chrome", "desktop", False),
+         "https://www.google.com/search", "google.com", S1, None, "", "Windows", "Chrome", "desktop", False, "pageview"),
         ("1b0c9d8e-7f6a-4b5c-9d3e-2f1a0b9c8d71", t(5, 3, 10, 16, 5), "/pricing", None, "", "", "", S1, None,
-         "signup-click", "Windows", "Chrome", "desktop", False),
+         "", "Windows", "Chrome", "desktop", False, "signup-click"),  # a custom event: its name
         ("2c1d0e9f-8a7b-4c6d-8e4f-3a2b1c0d9e82", t(5, 4, 8, 0, 0), "/blog/post-1", None, "", "", "", S2, None, "",
-         "iOS", "Mobile Safari", "mobile", False),
+         "iOS", "Mobile Safari", "mobile", False, "pageview"),
         ("3d2e1f0a-9b8c-4d7e-9f5a-4b3c2d1e0f93", t(5, 4, 9, 30, 0), "/", None, "", "https://news.ycombinator.com/path",
-         "news.ycombinator.com", S2, None, "", "ChromeOS", "beaker", "desktop", False),
+         "news.ycombinator.com", S2, None, "", "ChromeOS", "beaker", "desktop", False, "pageview"),
         ("6a5b4c3d-2e1f-4a0b-8c8d-7e6f5a4b3c26", t(5, 5, 12, 0, 0), "/docs/start", None, "", "", "", S2, None, "",
-         "Android", "Samsung Internet", "tablet", False),
+         "Android", "Samsung Internet", "tablet", False, "pageview"),
     ]
     # --umami-sessions visit: Umami's visits become the sessions
     visits = fresh_schema(source)

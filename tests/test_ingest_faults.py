@@ -102,6 +102,23 @@ def stored_among(db_url: str, schema: str, ids) -> set[str]:
     return {r[0] for r in rows}
 
 
+def requests_read_by_server(port: int) -> int:
+    """Established connections on the server's side of `port` whose received bytes the server
+    has read (receive queue empty), from /proc/net/tcp{,6}: each holds a request being handled."""
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(name).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            local, state, queues = f[1], f[3], f[4]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and queues.endswith(":00000000"):
+                n += 1
+    return n
+
+
 def worker_pids(srv: Server) -> set[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(srv.proc.pid)], capture_output=True,
                          text=True, timeout=10).stdout
@@ -265,7 +282,13 @@ def test_sigterm_flushes_and_answers_accepted_events(db_url, own_schema, servers
                     return c.post("/api/events/", json={"id": i, "page": "/term"})
             futures = [pool.submit(post, i) for i in ids]
             lock.wait_for_waiters()
-            time.sleep(0.5)  # let the other requests reach the queue
+            # Every request must be read by a worker before SIGTERM: a connection still in the
+            # kernel's backlog, or accepted but unread, is closed by a stopping uvicorn (that is
+            # right: it was never accepted). A fixed sleep was not enough on a loaded machine.
+            deadline = time.monotonic() + 30
+            while requests_read_by_server(srv.port) < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # read is not yet queued: let the handlers run
             early = [f.exception() or f.result() for f in futures if f.done()]
             assert not early, [getattr(r, "text", repr(r)) for r in early]
             os.kill(srv.proc.pid, signal.SIGTERM)  # as a container stop does: the master only

@@ -3,6 +3,8 @@ revision adds a column to a database holding data, `make migrate` does it by han
 revisions still produce what the code's DDL helpers describe."""
 from __future__ import annotations
 
+import json
+
 import ast
 import os
 import random
@@ -40,17 +42,25 @@ def post_events(url: str, n: int, seed: int) -> None:
         ref.post_batches(client, events, size=250)
 
 
-def events_rows(conn, without: str = "") -> list[str]:
+def events_rows(conn, without: tuple[str, ...] = ()) -> list[str]:
     """Every stored event, every column (but `without`), as text."""
     return [r[0] for r in conn.execute(
-        "SELECT (to_jsonb(e) - %s::text)::text FROM events e ORDER BY id, time", (without,))]
+        "SELECT (to_jsonb(e) - %s::text[])::text FROM events e ORDER BY id, time", (list(without),))]
+
+
+# Columns later revisions add to events (0004: visitor_id, NULL; 0007: the event fields, their
+# defaults) and to every agg rollup (0008: custom, 0).
+NEW_AGG = ("rollup_agg_evt_", "rollup_agg_geo_", "rollup_agg_utm_", "rollup_agg_src_")  # 0008
+ADDED_EVENT_COLUMNS = ("visitor_id", "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign",
+                       "country")
 
 
 def rollup_rows(conn) -> dict[str, list[str]]:
     tables = [r[0] for r in conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
         "AND tablename LIKE 'rollup\\_%%' ORDER BY 1")]
-    return {t: [r[0] for r in conn.execute(f'SELECT r::text FROM "{t}" r ORDER BY 1')] for t in tables}
+    return {t: [r[0] for r in conn.execute(f"SELECT (to_jsonb(r) - 'custom')::text FROM \"{t}\" r ORDER BY 1")]
+            for t in tables}
 
 
 def rollups_agree_with_raw(conn) -> None:
@@ -111,11 +121,23 @@ def test_database_made_before_migrations_upgrades_without_losing_a_row(db_url, l
                 new.wait_ready(30)
                 with connect(db_url, schema) as conn:
                     assert version(conn) == sorted(migrations.heads())
-                    assert events_rows(conn, without="visitor_id") == events  # 0004 added it, NULL
+                    assert events_rows(conn, without=ADDED_EVENT_COLUMNS) == events
                     now = rollup_rows(conn)
-                    # 0004 added the vis tables, empty and ready (no stored event has a visitor_id)
-                    assert sorted(now.pop("rollup_meta")) == sorted(
-                        rollups["rollup_meta"] + [f"({t},t,)" for t in set(now) - set(rollups) if t.startswith("rollup_vis_")])
+                    # 0004 added the vis tables, empty and ready (no stored event has a visitor_id);
+                    # 0008 the src tables, filled from the total tables and as ready as they are
+                    meta = sorted(now.pop("rollup_meta"))
+                    assert meta == sorted(rollups["rollup_meta"] + [
+                        json.dumps({"name": t, "ready": True, "rebuilt_at": None}) for t in set(now) - set(rollups)
+                        if t.startswith(("rollup_vis_", *NEW_AGG))]), meta
+                    for table in [t for t in set(now) - set(rollups) if t.startswith(NEW_AGG)]:
+                        grain = table.rsplit("_", 1)[1]
+                        src = [json.loads(r) for r in now.pop(table)]
+                        key = lambda r: (r["bucket"], r["is_bot"])  # noqa: E731
+                        assert sorted(({k: v for k, v in r.items() if k in ("bucket", "is_bot", "events", "dur_sum",
+                                                                             "dur_n")} for r in src), key=key) == sorted(
+                            (json.loads(r) for r in rollups[f"rollup_agg_total_{grain}"]), key=key)
+                        assert {(r.get("name", "pageview"), r.get("country", ""), r.get("utm_source", ""))
+                                for r in src} == {("pageview", "", "")}
                     assert {t: now[t] for t in rollups if t != "rollup_meta"} == {
                         t: v for t, v in rollups.items() if t != "rollup_meta"}
                     assert not any(now[t] for t in set(now) - set(rollups))
@@ -191,7 +213,7 @@ def test_a_new_revision_adds_a_column_to_a_database_with_data(db_url, tmp_path):
         assert (before, after) == ((head,), (new_rev,))
         with connect(db_url, schema) as conn:
             assert version(conn) == [new_rev]
-            assert events_rows(conn, without="test_region") == events  # every row, every old column
+            assert events_rows(conn, without=("test_region",)) == events  # every row, every old column
             assert conn.execute("SELECT array_agg(DISTINCT test_region), count(*) FROM events").fetchone() == (
                 ["unknown"], 600)
             assert conn.execute("SELECT to_regclass('test_region_idx') IS NOT NULL").fetchone() == (True,)

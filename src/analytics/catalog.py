@@ -78,6 +78,22 @@ DIMENSIONS: tuple[Dimension, ...] = (
               "Device; repeatable (OR)", values=DEVICES, zero="other"),
     Dimension("referrer", "referrer_host", "from the referrer URL: ingestion/enrich.py referrer_host()",
               "Referrer host without www. ('' = direct)", allow_empty=True),
+    # --- issue 11 part 1: what happened and where (ingestion/fields.py, ingestion/geo.py) ---
+    Dimension("name", "name", "the event's `name` (default 'pageview'): ingestion/fields.py check_name()",
+              "Event name ('pageview' or a custom event's); repeatable (OR)", zero="pageview"),
+    Dimension("hostname", "hostname", "from the body's `url`: ingestion/fields.py locate()",
+              "Host name of the page, lower case without port ('' = not sent); repeatable (OR)",
+              allow_empty=True),
+    Dimension("country", "country", "from the client address at ingest: ingestion/geo.py country_of()",
+              "ISO 3166-1 alpha-2 country code, upper case ('' = unknown); repeatable (OR)",
+              allow_empty=True),
+    Dimension("utm_source", "utm_source", "from the page URL's query: ingestion/fields.py locate()",
+              "utm_source of the landing URL ('' = none); repeatable (OR)", allow_empty=True),
+    Dimension("utm_medium", "utm_medium", "from the page URL's query: ingestion/fields.py locate()",
+              "utm_medium of the landing URL ('' = none); repeatable (OR)", allow_empty=True),
+    Dimension("utm_campaign", "utm_campaign", "from the page URL's query: ingestion/fields.py locate()",
+              "utm_campaign of the landing URL ('' = none); repeatable (OR)", allow_empty=True),
+    # --- end issue 11 part 1 ---
 )
 
 # The value columns of every `agg` rollup (its DDL, its maintenance, the planner's pieces).
@@ -85,6 +101,9 @@ AGG_PARTIALS: tuple[Partial, ...] = (
     Partial("events", "count(*)", "sum(events)"),
     Partial("dur_sum", "coalesce(sum(duration), 0)", "sum(dur_sum)"),
     Partial("dur_n", "count(duration)", "sum(dur_n)"),
+    # issue 11 part 1: events that are not pageviews. Added by revision 0008 with default 0 to
+    # every agg table (the rows stored before were all pageviews): no row is rewritten.
+    Partial("custom", "count(*) FILTER (WHERE name <> 'pageview')", "sum(custom)", "bigint DEFAULT 0"),
 )
 
 METRICS: tuple[Metric, ...] = (
@@ -98,15 +117,68 @@ METRICS: tuple[Metric, ...] = (
            fraction="0.5", json_type=float),
     Metric("p95_duration", "dur", "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration)",
            fraction="0.95", json_type=float),
+    # issue 11 part 1: events named 'pageview' (= events - custom over the agg rollups)
+    Metric("pageviews", "agg", "count(*) FILTER (WHERE name = 'pageview')",
+           merged="(sum(events) - sum(custom))::bigint", zero=0),
 )
 
-KINDS = ("agg", "dur", "ses", "vis")
+KINDS = ("agg", "dur", "ses", "vis", "visit")
+
+# --- visits (issue 11 part 2; rollups/visits.py) ------------------------------------------------
+# A visit is a visitor's run of human events with no gap longer than VISIT_TIMEOUT_MINUTES; the
+# `visits` table holds one row per visit, maintained at ingest. Visit metrics are kind "visit"
+# (their `raw` SQL is over rows of `visits`); a visit counts in the bucket where it started.
+# Dimensions a visit carries: its entry and exit pages (visit-only: no events column), and the
+# os/browser/device/referrer of its first event (the same column names as events).
+DIMENSIONS += (
+    Dimension("entry_page", "entry_page", "the page of the visit's first pageview (rollups/visits.py)",
+              "Entry page of the visit (visit metrics only); repeatable (OR)"),
+    Dimension("exit_page", "exit_page", "the page of the visit's last pageview (rollups/visits.py)",
+              "Exit page of the visit (visit metrics only); repeatable (OR)"),
+)
+VISIT_ONLY_DIMENSIONS: tuple[str, ...] = ("entry_page", "exit_page")
+VISIT_DIMENSIONS: tuple[str, ...] = VISIT_ONLY_DIMENSIONS + ("os", "browser", "device", "referrer")
+_SECONDS = "extract(epoch FROM ended - started)::float8"
+METRICS += (
+    Metric("visits", "visit", "count(*)", zero=0),
+    Metric("views_per_visit", "visit", "sum(pageviews)::float8 / nullif(count(*), 0)", json_type=float),
+    # a fraction 0..1: visits with exactly one pageview and no interaction (engagement beacons
+    # are not interactions)
+    Metric("bounce_rate", "visit",
+           "(count(*) FILTER (WHERE pageviews = 1 AND interactions = 0))::float8 / nullif(count(*), 0)",
+           json_type=float),
+    Metric("visit_duration", "visit", f"avg({_SECONDS})", json_type=float),
+    Metric("median_visit_duration", "visit",
+           f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {_SECONDS})", json_type=float),
+)
 
 
 # Lookups are cached (the builder makes a few dozen per statement); the catalog is fixed once
 # the modules are imported (tests/test_catalog.py extends it before anything looks it up).
-@cache
+# --- issue 11 part 1: `prop:<key>`, a custom property of events (raw events only) ---
+PROP_PREFIX = "prop:"
+PROP_FILTER = "prop"                # the filter parameter: prop=<key>:<value>, repeatable
+
+
+def is_prop(name: str) -> bool:
+    return name.startswith(PROP_PREFIX)
+
+
+def prop_dimension(name: str) -> Dimension:
+    """`prop:<key>`: the property's value as text ('' when the event does not have it), read from
+    the events' props (no rollup carries props). The key is checked by the query model."""
+    return Dimension(name, "props", "the event's `props` (ingestion/fields.py check_props())",
+                     "A custom property's value", allow_empty=True)
+# --- end issue 11 part 1 ---
+
+
 def dimension(name: str) -> Dimension:
+    # prop:<key> names come from requests: not cached (the cache would grow with them)
+    return prop_dimension(name) if is_prop(name) else _dimension(name)
+
+
+@cache
+def _dimension(name: str) -> Dimension:
     return next(d for d in DIMENSIONS if d.name == name)
 
 
@@ -127,18 +199,28 @@ def filter_names() -> tuple[str, ...]:
     return tuple(f for d in DIMENSIONS for f in d.filters)
 
 
-@cache
 def filter_dimension(filter_name: str) -> Dimension:
-    """The dimension a filter parameter reads (`page_prefix` reads `page`)."""
+    """The dimension a filter parameter reads (`page_prefix` reads `page`; `prop:<key>`, the
+    query model's name for a `prop=<key>:<value>` filter, reads that property)."""
+    return prop_dimension(filter_name) if is_prop(filter_name) else _filter_dimension(filter_name)
+
+
+@cache
+def _filter_dimension(filter_name: str) -> Dimension:
     for d in DIMENSIONS:
         if filter_name in d.filters:
             return d
     raise KeyError(filter_name)
 
 
+def event_filter_names() -> tuple[str, ...]:
+    """The filters of dimensions that events carry (not the visit-only entry/exit pages)."""
+    return tuple(f for d in DIMENSIONS if d.name not in VISIT_ONLY_DIMENSIONS for f in d.filters)
+
+
 def columns() -> dict[str, str]:
-    """API dimension name -> events column."""
-    return {d.name: d.column for d in DIMENSIONS}
+    """API dimension name -> events column (visit-only dimensions have none)."""
+    return {d.name: d.column for d in DIMENSIONS if d.name not in VISIT_ONLY_DIMENSIONS}
 
 
 @cache

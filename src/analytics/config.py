@@ -45,6 +45,14 @@ def _database_url() -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/analytics"
 
 
+def _geoip_db() -> str:
+    path = config("GEOIP_DB", default="").strip()
+    if path:
+        from .ingestion.geo import open_mmdb
+        open_mmdb(path)  # GeoDatabaseError naming GEOIP_DB when missing or unreadable
+    return path
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: Secret = field(default_factory=lambda: Secret(_database_url()))
@@ -61,9 +69,15 @@ class Settings:
         default_factory=lambda: tuple(config("CORS_ORIGINS", default="", cast=Csv())))
     max_event_age_days: float = field(
         default_factory=lambda: config("MAX_EVENT_AGE_DAYS", default=7.0, cast=float))
+    # Visits (issue 11): a visitor's run of events with no gap longer than this (rollups/visits.py)
+    visit_timeout_minutes: float = field(
+        default_factory=lambda: config("VISIT_TIMEOUT_MINUTES", default=30.0, cast=float))
     max_clock_skew_s: float = field(
         default_factory=lambda: config("MAX_CLOCK_SKEW_SECONDS", default=60.0, cast=float))
     ua_cache_size: int = field(default_factory=lambda: config("UA_CACHE_SIZE", default=10000, cast=int))
+    # Countries (ingestion/geo.py): a MaxMind or DB-IP .mmdb file instead of the packaged
+    # database; opened here, so that a bad path stops the start, named, rather than any event.
+    geoip_db: str = field(default_factory=lambda: _geoip_db())
     log_level: str = field(default_factory=lambda: config("LOG_LEVEL", default="INFO").upper())
     log_format: str = field(default_factory=lambda: config("LOG_FORMAT", default="json").lower())
     # Group commit (write path)

@@ -19,6 +19,7 @@ from .auth import errors as auth_errors
 from .auth.jwt import JwtVerifier
 from .auth.store import KeyStore
 from .config import Settings, get_settings
+from .ingestion import geo
 from .db import make_pools
 from .replicas import ReadRouter
 from .export import router as export_router
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_retention(settings)  # ROLLUP_RETENTION_DAYS < RETENTION_DAYS: refuse to start
     install_rollups()  # every stored event is folded into the rollups in the same statement
     metrics.configure(settings.metrics_enabled)
+    geo.load(settings.geoip_db)  # the country database, once per worker (GEOIP_DB or packaged)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -64,7 +64,14 @@ def events_ddl(schema: str, chunk_interval: str, *, create_schema: bool = True) 
             browser       text        NOT NULL DEFAULT 'Other',
             device        text        NOT NULL DEFAULT 'other',
             is_bot        boolean     NOT NULL DEFAULT false,
-            visitor_id    bigint
+            visitor_id    bigint,
+            name          text        NOT NULL DEFAULT 'pageview',
+            props         jsonb,
+            hostname      text        NOT NULL DEFAULT '',
+            utm_source    text        NOT NULL DEFAULT '',
+            utm_medium    text        NOT NULL DEFAULT '',
+            utm_campaign  text        NOT NULL DEFAULT '',
+            country       text        NOT NULL DEFAULT ''
         )""").format(s),
         sql.SQL("""SELECT create_hypertable({}, by_range('time', {}::interval),
                                              if_not_exists => true)""").format(

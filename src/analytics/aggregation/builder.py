@@ -13,6 +13,7 @@ converted statements is keyed by the text).
 """
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 
@@ -69,7 +70,7 @@ class Builder:
         self.groups = groups
         self._arrays: list[str] | None = None
         self.params: dict[str, object] = {}
-        self.g = [ident(d) for d in q.group_by]          # output names
+        self.g = [self._alias(d) for d in q.group_by]    # output names
         self.bucketed = q.kind == "timeseries"
         if self.bucketed:
             # The bucket labels (ISO 8601 with the zone's offsets) are sent once; the edges are
@@ -84,9 +85,26 @@ class Builder:
         self.params[name] = value
         return f"%({name})s::{cast}" if cast else f"%({name})s"
 
+    def _alias(self, d: str) -> str:
+        """The output column of group_by dimension `d`: its name, or for prop:<key> (any text)
+        a name of ours."""
+        return f'"prop_{self.q.group_by.index(d)}"' if catalog.is_prop(d) else ident(d)
+
+    def _col(self, d: catalog.Dimension) -> str:
+        """The SQL reading dimension `d` from a source row: its column, or for prop:<key> the
+        property's value as text ('' when the event has none), the key sent as a parameter."""
+        if catalog.is_prop(d.name):
+            key = d.name[len(catalog.PROP_PREFIX):]
+            return f"coalesce(props ->> {self.param(key, 'text')}, '')"
+        return ident(d.column)
+
+    def _key(self, d: str) -> str:
+        """The JSON key of an output column (a parameter for prop:<key>: any text)."""
+        return self.param(json.dumps(d) + ":", "text") if catalog.is_prop(d) else json_key(d)
+
     def _gsel(self) -> str:
         """', page, referrer_host AS referrer' for a source row."""
-        return "".join(f", {ident(catalog.dimension(d).column)} AS {ident(d)}" for d in self.q.group_by)
+        return "".join(f", {self._col(catalog.dimension(d))} AS {self._alias(d)}" for d in self.q.group_by)
 
     def _gnames(self, prefix: str = "") -> str:
         p = prefix + "." if prefix else ""
@@ -106,7 +124,7 @@ class Builder:
                  f"{t} < {self.param(piece.hi, 'timestamptz')}"]
         for name, values in self.q.filters.values:
             dim = catalog.filter_dimension(name)
-            col = ident(dim.column)
+            col = self._col(dim)
             if name != dim.name:  # the dimension's prefix filter
                 parts.append(f"{col} LIKE ANY({self.param([_like_prefix(v) for v in values], 'text[]')})")
             else:
@@ -114,7 +132,7 @@ class Builder:
         if bots_column and not self.q.filters.include_bots:
             parts.append("NOT is_bot")
         if self.groups is not None:
-            cols = ", ".join(ident(catalog.dimension(d).column) for d in self.q.group_by)
+            cols = ", ".join(self._col(catalog.dimension(d)) for d in self.q.group_by)
             parts.append(f"({cols}) IN (SELECT * FROM unnest({self._group_arrays()}))")
         return " AND ".join(parts)
 
@@ -180,20 +198,29 @@ class Builder:
             FROM (SELECT {self._bucket("bucket")} AS b{self._gsel()}, prev, n FROM {ident(p.table)}
                   WHERE {self._where("bucket", p, bots_column=False)}) s GROUP BY b{g}"""
 
+    def visit(self, src: Source) -> str:
+        """Visit metrics over the `visits` table: each visit in the bucket where it started."""
+        (p,) = src.pieces
+        mets = ", ".join(f"{m.raw} AS {ident(m.name)}" for m in catalog.metrics_of("visit"))
+        return f"""SELECT {self._bucket("started")} AS b{self._gsel()}, {mets}
+            FROM {ident(p.table)} WHERE {self._where("started", p, bots_column=False)} GROUP BY 1{self._gpos()}"""
+
     # -- whole statements -------------------------------------------------------------------
     def _merged(self, plan: Plan) -> str:
         g = self._gnames()
         ctes, cols, joins = [], [], []
-        for kind, src in plan.sources().items():  # agg first: every row of m is one of its rows
+        sources = plan.sources()
+        driver = next(iter(sources))  # agg when asked: every row of m is one of its rows
+        for kind, src in sources.items():
             ctes.append(f"{kind} AS ({getattr(self, 'ses' if kind == 'vis' else kind)(src)})")
             for m in catalog.metrics_of(kind):
                 col = f"{kind}.{ident(m.name)}"
-                # a group agg has but this kind has not: the metric's zero (null when none)
+                # a group the driver has but this kind has not: the metric's zero (null when none)
                 cols.append(f"coalesce({col}, {m.zero}) AS {ident(m.name)}"
-                            if kind != "agg" and m.zero_filled else col)
-            if kind != "agg":
+                            if kind != driver and m.zero_filled else col)
+            if kind != driver:
                 joins.append(f"LEFT JOIN {kind} USING (b{g})")
-        ctes.append(f"m AS (SELECT b{g}, {', '.join(cols)} FROM agg {' '.join(joins)})")
+        ctes.append(f"m AS (SELECT b{g}, {', '.join(cols)} FROM {driver} {' '.join(joins)})")
         return "WITH " + ",\n".join(ctes)
 
     def _row_json(self, alias: str, *, bucket: bool, zero_fill: bool) -> str:
@@ -202,7 +229,7 @@ class Builder:
         if bucket:
             items.append(f"""'"bucket":"' || {alias}.label || '"'""")
         for d in self.q.group_by:
-            items.append(f"{json_key(d)} || to_json({alias}.{ident(d)})::text")
+            items.append(f"{self._key(d)} || to_json({alias}.{self._alias(d)})::text")
         for m in self.q.metrics:
             col = f"m.{ident(m)}"
             if zero_fill and catalog.metric(m).zero_filled:

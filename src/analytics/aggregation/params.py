@@ -52,3 +52,13 @@ def filter_type(d: catalog.Dimension) -> object:
     if d.values:
         return enum_text(d.values)
     return Text if d.allow_empty else NonEmptyText
+
+
+# --- issue 11 part 1: prop:<key> in group_by, prop=<key>:<value> filters (checked in query.py) ---
+PROP_KEY_PATTERN = "[^\\u0000-\\u001f\\u007f]+"
+GROUP_BY_DOC = ("Repeatable: a dimension, or `prop:<key>` (a custom property's value, '' for events "
+                "without it; key 1-300 bytes, no control characters; answered from raw events)")
+GroupName = Annotated[str, WithJsonSchema({"anyOf": [
+    {"type": "string", "enum": list(catalog.dimension_names())},
+    {"type": "string", "pattern": f"^prop:{PROP_KEY_PATTERN}$", "maxLength": 305}]})]
+PropFilter = Annotated[str, WithJsonSchema({"type": "string", "pattern": f"^{PROP_KEY_PATTERN}:[^\\u0000]*$"})]

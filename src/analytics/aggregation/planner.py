@@ -25,6 +25,7 @@ from math import gcd
 from .. import catalog
 from ..retention.state import NO_HORIZONS, Horizons
 from ..rollups.catalog import Family, families
+from ..rollups.visits import TABLE as VISITS_TABLE
 from .intervals import Interval
 from .query import StatsQuery
 
@@ -33,7 +34,8 @@ KIND_OF_METRIC = catalog.kind_of_metric()  # metric -> the rollup kind answering
 # a day ...); only their order matters. Raw events cost one row each.
 # (Keyed by family name; unknown families count as 1000.)
 _WIDTH = {"total": 1, "tech": 40, "page": 600, "reftech": 150, "pageos": 2200, "pagetech": 5000,
-          "pageref": 3000, "all": 11000}
+          "pageref": 3000, "all": 11000,
+          "evt": 8, "geo": 60, "utm": 25, "src": 1500}
 RAW_ROWS_PER_SECOND = 1.3  # ~10M events / 90 days; only used to compare a raw sliver with a rollup
 
 
@@ -95,14 +97,16 @@ class Source:
 
 @dataclass(frozen=True)
 class Plan:
-    agg: Source
+    agg: Source | None      # None only when every metric asked is a visit metric
     dur: Source | None
     ses: Source | None
     vis: Source | None = None
+    visit: Source | None = None
 
     def sources(self) -> dict[str, Source]:
-        return {k: s for k, s in (("agg", self.agg), ("dur", self.dur), ("ses", self.ses),
-                                  ("vis", self.vis)) if s}
+        """The first one drives the answer's rows (the builder joins the others to it)."""
+        return {k: s for k, s in (("agg", self.agg), ("visit", self.visit), ("dur", self.dur),
+                                  ("ses", self.ses), ("vis", self.vis)) if s}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -215,10 +219,15 @@ def plan(q: StatsQuery, ready: set[str]) -> Plan:
     if rollup_horizon is not None and q.start < rollup_horizon:
         raise BeyondHorizon(rollup_horizon, raw=False)
     kinds = {KIND_OF_METRIC[m] for m in q.metrics}
-    return Plan(agg=_summable("agg", q, ready),
+    # Visits (rollups/visits.py): one row per visit, read directly, counted where it started.
+    # Every visit's first event is a human event in the same bucket with the same os, browser,
+    # device and referrer, so the agg rows, when asked too, hold every group visits have.
+    visit = Source("visit", None, (Piece(VISITS_TABLE, q.start, q.end),)) if "visit" in kinds else None
+    return Plan(agg=_summable("agg", q, ready) if kinds != {"visit"} else None,
                 dur=_summable("dur", q, ready) if "dur" in kinds else None,
                 ses=_sessions(q, ready) if "ses" in kinds else None,
-                vis=_sessions(q, ready, "vis") if "vis" in kinds else None)
+                vis=_sessions(q, ready, "vis") if "vis" in kinds else None,
+                visit=visit)
 
 
 def seed_table(width: Interval, ready: set[str]) -> str | None:

@@ -119,6 +119,55 @@ def _default_end(now: datetime) -> datetime:
     return datetime.fromtimestamp(-(-ts // q) * q, timezone.utc)
 
 
+# --- issue 11 part 1: prop:<key> (group_by) and prop=<key>:<value> (filter) ---
+MAX_PROP_KEY_BYTES = 300  # what ingest accepts (ingestion/fields.py)
+MAX_PROP_VALUE_BYTES = 2000
+
+
+def _prop_key(param: str, key: str) -> str:
+    """A property key as ingest accepts it: 1..300 bytes of UTF-8, no control characters."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise validation_error(param, "the property key must be valid Unicode text") from None
+    if not 0 < size <= MAX_PROP_KEY_BYTES:
+        raise validation_error(param, f"the property key must be 1 to {MAX_PROP_KEY_BYTES} bytes of UTF-8",
+                               rule="prop_value")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise validation_error(param, "the property key must not contain control characters", rule="prop_value")
+    return key
+
+
+def _group_by(names: list[str]) -> tuple[str, ...]:
+    for n in names:
+        if catalog.is_prop(n):
+            _prop_key("group_by", n[len(catalog.PROP_PREFIX):])
+        elif n not in DIMENSIONS:
+            raise validation_error("group_by", f"'{n[:40]}' is not one of {', '.join(DIMENSIONS)} or "
+                                               "prop:<key>")
+    return tuple(dict.fromkeys(names))
+
+
+def _prop_filters(values: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """prop=<key>:<value> (repeatable; values of one key OR-ed, keys AND-ed), as filters named
+    prop:<key>. The key ends at the first ':'; the value may be '' (events without the key)."""
+    if len(values) > MAX_FILTER_VALUES:
+        raise validation_error(catalog.PROP_FILTER, f"at most {MAX_FILTER_VALUES} values")
+    by_key: dict[str, list[str]] = {}
+    for v in values:
+        key, sep, value = v.partition(":")
+        if not sep:
+            raise validation_error(catalog.PROP_FILTER, "must be <key>:<value>, e.g. prop=plan:pro", rule="prop_value")
+        _prop_key(catalog.PROP_FILTER, key)
+        if "\x00" in value or len(value.encode("utf-8", "surrogatepass")) > MAX_PROP_VALUE_BYTES:
+            raise validation_error(catalog.PROP_FILTER, f"the value must be at most {MAX_PROP_VALUE_BYTES} bytes, "
+                                                        "without NUL characters")
+        if value not in by_key.setdefault(key, []):
+            by_key[key].append(value)
+    return [(catalog.PROP_PREFIX + k, tuple(sorted(v))) for k, v in sorted(by_key.items())]
+# --- end issue 11 part 1 ---
+
+
 def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
     out = []
     for name in FILTERS:
@@ -143,7 +192,32 @@ def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
                 clean.append(v)
         if clean:
             out.append((name, tuple(sorted(clean))))
+    out += _prop_filters(raw.get(catalog.PROP_FILTER) or [])
     return Filters(tuple(out), include_bots)
+
+
+def _check_visit_dimensions(groups: tuple[str, ...], mets: tuple[str, ...], flt: Filters) -> None:
+    """Visit metrics read the `visits` table (rollups/visits.py): it carries the entry and exit
+    pages and the first event's os/browser/device/referrer, nothing else; entry and exit pages
+    belong to visits only."""
+    visit_mets = [m for m in mets if catalog.metric(m).kind == "visit"]
+    only = set(catalog.VISIT_ONLY_DIMENSIONS)
+    if visit_mets:
+        allowed = ", ".join(catalog.VISIT_DIMENSIONS)
+        for d in groups:
+            if d not in catalog.VISIT_DIMENSIONS:
+                raise validation_error("group_by", f"'{d}' cannot be combined with visit metrics "
+                                       f"({', '.join(visit_mets)}): they group by {allowed}", rule="visit_dimension")
+        for fname, _ in flt.values:
+            if catalog.filter_dimension(fname).name not in catalog.VISIT_DIMENSIONS or fname != catalog.filter_dimension(fname).name:
+                raise validation_error(fname, f"this filter cannot be combined with visit metrics "
+                                       f"({', '.join(visit_mets)}): they filter on {allowed}", rule="visit_dimension")
+    used = (set(groups) | flt.dimensions()) & only
+    other = [m for m in mets if catalog.metric(m).kind != "visit"]
+    if used and other:
+        raise validation_error("metrics", f"{', '.join(sorted(used))} belong to visits: only visit metrics "
+                               f"({', '.join(m.name for m in catalog.metrics_of('visit'))}) can be asked with "
+                               f"them, not {', '.join(other)}", rule="visit_dimension")
 
 
 def _order(order_by: str | None, metrics: tuple[str, ...]) -> tuple[str, bool]:
@@ -178,7 +252,7 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
             iv = parse_bounded(interval if interval is not None else "1 day")
         except IntervalError as exc:
             raise validation_error("interval", f"interval {exc}", rule=exc.rule) from None
-    groups = tuple(dict.fromkeys(group_by))
+    groups = _group_by(group_by)
     mets = tuple(dict.fromkeys(metrics)) or ("events",)
     if kind == "breakdown" and not groups:
         raise validation_error("group_by", "breakdown needs at least one group_by dimension")
@@ -187,6 +261,8 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
     if compare == "previous" and s - (e - s) < MIN_INSTANT:
         raise validation_error("compare", f"the previous period would start before {MIN_INSTANT:%Y-%m-%d}; "
                                           "ask for a later start or a shorter range", rule="date_range")
+    flt = _filters(filters, include_bots)
+    _check_visit_dimensions(groups, mets, flt)
     name, desc = _order(order_by, mets)
     if limit is None and (kind == "breakdown" or kind == "timeseries" and groups):
         limit = DEFAULT_GROUPS
@@ -202,6 +278,6 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
                                                f"at most {max_buckets} are allowed",
                                    rule="too_many_buckets") from None
     return StatsQuery(kind=kind, start=s, end=e, tz_name=timezone_name, interval=iv if kind == "timeseries" else None,
-                      group_by=groups, metrics=mets, filters=_filters(filters, include_bots),
+                      group_by=groups, metrics=mets, filters=flt,
                       order_by=name, descending=desc, limit=limit, offset=offset, compare=compare,
                       force_raw=(source == "raw"), edges=bucket_edges)

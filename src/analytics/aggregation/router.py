@@ -17,8 +17,9 @@ from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.rules import rules_422
 from .. import catalog
-from .params import MAX_VALUES, Instant, IntervalText, NonEmptyText, OrderBy, ZoneName, filter_type
-from .query import Dimension, Kind, Metric, StatsQuery, build_query
+from .params import (GROUP_BY_DOC, MAX_VALUES, GroupName, Instant, IntervalText, NonEmptyText, OrderBy, PropFilter,
+                     ZoneName, filter_type)
+from .query import Kind, Metric, StatsQuery, build_query
 
 # Every stats read needs a `read` key or token, or a dashboard share link's (auth/guards.py),
 # on both paths.
@@ -35,7 +36,7 @@ def _declared(
     end: Annotated[Optional[Instant], Query(
         description="ISO 8601, exclusive. Default: now, rounded up to the quarter hour.")] = None,
     timezone: Annotated[ZoneName, Query(description="IANA zone for bucket edges and output offsets")] = "UTC",
-    group_by: Annotated[List[Dimension], Query(description="Repeatable")] = [],  # noqa: B006
+    group_by: Annotated[List[GroupName], Query(description=GROUP_BY_DOC)] = [],  # noqa: B006
     metrics: Annotated[List[Metric], Query(description="Repeatable; default events")] = [],  # noqa: B006
     include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
     order_by: Annotated[Optional[OrderBy], Query(description="A requested metric, optionally ':asc' or ':desc' (default "
@@ -62,6 +63,13 @@ def _filter_parameters() -> dict[str, inspect.Parameter]:
             out[name] = inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=[],
                 annotation=Annotated[List[kind], Query(max_length=MAX_VALUES, description=desc)])  # type: ignore[valid-type]
+    # issue 11 part 1: custom properties (raw events)
+    out[catalog.PROP_FILTER] = inspect.Parameter(
+        catalog.PROP_FILTER, inspect.Parameter.KEYWORD_ONLY, default=[],
+        annotation=Annotated[List[PropFilter], Query(max_length=MAX_VALUES, description=(
+            "A custom property's value, `<key>:<value>` (the key ends at the first ':'; an empty value "
+            "matches events without the key); repeatable: values of one key OR-ed, keys AND-ed. "
+            "Answered from raw events"))])
     return out
 
 
@@ -109,7 +117,7 @@ def _declaration(kind: Kind) -> _Declaration:
         del params["compare"]
     if kind == "breakdown":
         params["group_by"] = params["group_by"].replace(
-            annotation=Annotated[List[Dimension], Query(min_length=1, description="Repeatable; at least one")],
+            annotation=Annotated[List[GroupName], Query(min_length=1, description=GROUP_BY_DOC + "; at least one")],
             default=inspect.Parameter.empty)
 
     async def dependency(**values) -> StatsParams:
@@ -163,7 +171,7 @@ def _query(kind: Kind, request: Request, p: StatsParams) -> StatsQuery:
     return build_query(
         kind, interval=p.interval, start=p.start, end=p.end, timezone_name=p.timezone,
         group_by=list(p.group_by), metrics=list(p.metrics),
-        filters={f: getattr(p, f) for f in catalog.filter_names()},
+        filters={f: getattr(p, f) for f in (*catalog.filter_names(), catalog.PROP_FILTER)},
         include_bots=p.include_bots, order_by=p.order_by, limit=p.limit, offset=p.offset,
         compare=p.compare, source=p.source, max_buckets=settings.stats_max_buckets)
 
@@ -212,7 +220,8 @@ class StatsResponse(BaseModel):
 
 # Rules every stats endpoint enforces beyond what the schema states (web/rules.py).
 _RULES = ("calendar_date", "date_range", "range_order", "interval_bounds", "needs_group_by",
-          "requested_metric", "unknown_parameter", "retention_horizon")
+          "requested_metric", "unknown_parameter", "retention_horizon", "visit_dimension",
+          "prop_value")
 
 
 def _doc(*rules: str) -> dict:

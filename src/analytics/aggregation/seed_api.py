@@ -82,7 +82,8 @@ async def get_event_by_id(event_id: uuid.UUID, request: Request):
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "SELECT id, time, page, ip_address, user_agent, referrer, session_id, duration, "
-            "description, os, browser, device, is_bot FROM events WHERE id = %s "
+            "description, os, browser, device, is_bot, name, props, hostname, utm_source, utm_medium, "
+            "utm_campaign, country FROM events WHERE id = %s "
             "ORDER BY time LIMIT 1", (event_id,))
         row = await cur.fetchone()
     if row is None:

@@ -23,12 +23,13 @@ from ..auth.guards import require_read
 from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.errors import validation_error
 from ..web.rules import rules_422
+from .ndjson import encoder_for
 from .statement import FIELDS, Format, copy_statement
 from .stream import ExportResponse, ExportStream
 
 router = APIRouter()
 
-_SHARED = ("start", "end", "timezone", *catalog.filter_names(), "include_bots")
+_SHARED = ("start", "end", "timezone", *catalog.event_filter_names(), "include_bots")
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
@@ -133,7 +134,7 @@ async def export_events(request: Request, p: Annotated[StatsParams, Depends(expo
             raise validation_error(name, "unknown parameter", rule="unknown_parameter")
     settings = request.app.state.settings
     q = build_query("totals", interval=None, start=p.start, end=p.end, timezone_name=p.timezone,
-                    group_by=[], metrics=[], filters={f: getattr(p, f) for f in catalog.filter_names()},
+                    group_by=[], metrics=[], filters={f: getattr(p, f) for f in catalog.event_filter_names()},
                     include_bots=p.include_bots, order_by=None, limit=None, offset=0, compare=None,
                     source="auto", max_buckets=settings.stats_max_buckets)
     fmt: Format = p.format
@@ -143,7 +144,8 @@ async def export_events(request: Request, p: Annotated[StatsParams, Depends(expo
         return _busy(gate.limit)
     gzip = wants_gzip(request.headers.get("accept-encoding", ""))
     stream = ExportStream(request.app.state.reads, statement, values, gzip=gzip,
-                          timeout_ms=int(settings.export_max_seconds * 1000), on_close=gate.leave)
+                          timeout_ms=int(settings.export_max_seconds * 1000), on_close=gate.leave,
+                          encode=encoder_for(fmt))
     await stream.start()  # errors before the first byte are answered as errors (503, ...)
     headers = {"Content-Disposition": f'attachment; filename="events-{_stamp(q.start)}-{_stamp(q.end)}.{fmt}"',
                "Cache-Control": "no-store", "Vary": "Accept-Encoding",

@@ -51,7 +51,8 @@ class ExportAborted(Exception):
 
 class ExportStream:
     def __init__(self, pool: AsyncConnectionPool | ReadRouter, statement: str, params: dict, *,
-                 gzip: bool, timeout_ms: int, on_close: Callable[[], None]) -> None:
+                 gzip: bool, timeout_ms: int, on_close: Callable[[], None],
+                 encode: Callable[[list[bytes]], bytes] | None = None) -> None:
         # A pool, or the read router (DATABASE_READ_URLS): a replica when one is usable.
         self.pool = pool
         self.statement = statement
@@ -59,6 +60,8 @@ class ExportStream:
         self.timeout_ms = max(0, int(timeout_ms))
         self._on_close: Callable[[], None] | None = on_close
         self.rows = 0
+        # A chunk's rows as COPY wrote them -> the bytes sent (export/ndjson.py); None: as they are.
+        self._encode = encode
         self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None
         self._queue: asyncio.Queue = asyncio.Queue(QUEUE_CHUNKS)
         self._task: asyncio.Task | None = None
@@ -118,14 +121,15 @@ class ExportStream:
                     await conn.execute(setting)
                 async with AsyncClientCursor(conn).copy(self.statement, self.params) as copy:
                     await self._put(_STARTED)
-                    buf = bytearray()
+                    rows: list[bytes] = []
+                    size = 0
                     async for row in copy:
-                        buf += row
-                        self.rows += 1
-                        if len(buf) >= CHUNK_BYTES:
-                            await self._send(bytes(buf))
-                            buf.clear()
-                    await self._send(bytes(buf), final=True)
+                        rows.append(row)
+                        size += len(row)
+                        if size >= CHUNK_BYTES:
+                            await self._send(self._chunk(rows))
+                            rows, size = [], 0
+                    await self._send(self._chunk(rows), final=True)
                 await conn.rollback()  # nothing to keep; ends the read's snapshot now
             await self._put(_END)
             log.info("export finished", extra={"rows": self.rows,
@@ -143,6 +147,10 @@ class ExportStream:
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
+
+    def _chunk(self, rows: list[bytes]) -> bytes:
+        self.rows += len(rows)
+        return self._encode(rows) if self._encode is not None else b"".join(rows)
 
     async def _send(self, data: bytes, final: bool = False) -> None:
         if self._compressor is not None:

@@ -8,19 +8,23 @@ own export (os, browser, device, is_bot) are kept as exported rather than derive
 Umami's `website_event` export (one row per page view or custom event) maps as README says:
 url_path -> page, referrer_domain + referrer_path -> referrer (no query: privacy), created_at -> time,
 event_id -> id, session_id -> session_id, browser/os/device as Umami recorded them (it exports
-no user agent) in this service's vocabulary, and a custom event's event_name -> description
-(custom event names and properties get their own columns with issue 11). Umami keeps no
+no user agent) in this service's vocabulary, a custom event's event_name -> name, hostname ->
+hostname, utm_source/utm_medium/utm_campaign (or, in older exports, url_query) -> the UTM
+columns. Umami's event properties (its event_data table) are not in this export. Umami keeps no
 duration per event: duration is NULL, which the duration metrics leave out.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Callable
+from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
 from ..ingestion.enrich import DEVICES, OS_NAMES, UserAgentCache, referrer_host
+from ..ingestion.fields import MAX_HOSTNAME_BYTES, MAX_UTM_BYTES, UTM_PARAMS, check_name, check_props
 from ..ingestion.pipeline import EventRecord, InvalidEvent, _check_text
 from ..ingestion.schemas import BROWSER_MAX_CHARS, TEXT_FIELDS, EventCreateSchema
 from ..privacy.visitor import strip_referrer
@@ -30,7 +34,10 @@ from ..privacy.visitor import strip_referrer
 _ID_NAMESPACE = uuid.UUID("6f1c1d3e-3c1a-5e7f-9b7a-2a4d0e9c8b11")
 EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)  # the stats API's range starts there
 OURS = ("id", "time", "page", "ip_address", "user_agent", "referrer", "session_id", "duration",
-        "description", "os", "browser", "device", "is_bot")
+        "description", "os", "browser", "device", "is_bot",
+        "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign", "country")
+# Where an event happened, kept as exported (an export has the path, not the URL they came from).
+_WHERE = ("hostname", "utm_source", "utm_medium", "utm_campaign", "country")
 
 
 class Reject(ValueError):
@@ -100,15 +107,42 @@ class Mapper:
         except ValidationError as exc:
             raise _from_validation(exc, rename) from None
 
+    def _fields(self, ev: EventCreateSchema, body: dict) -> dict:
+        """name, props and where the event happened (issue 11 part 1), with ingest's limits."""
+        out: dict = {}
+        for f in _WHERE:
+            v = body.get(f)
+            if v is None:
+                continue
+            if not isinstance(v, str) or "\x00" in v:
+                raise Reject(f, "must be text without NUL characters")
+            cap = 2 if f == "country" else MAX_HOSTNAME_BYTES if f == "hostname" else MAX_UTM_BYTES
+            if len(v.encode("utf-8")) > cap:
+                raise Reject(f, f"must be at most {cap} bytes")
+            out[f] = v.upper() if f == "country" else v
+        try:
+            out["name"] = check_name(ev.name)
+            out["props"] = check_props(ev.props)
+        except InvalidEvent as exc:
+            raise Reject(".".join(exc.loc), exc.message) from None
+        return out
+
     def _ours(self, row: dict, line: int) -> EventRecord:
         _no_surrogates(row)
         csv_like = self.fmt == "csv"
         # In CSV an empty cell is a missing value (the export writes NULL as empty).
         body = {k: v for k, v in row.items() if k in OURS and not (csv_like and v == "")}
+        if isinstance(body.get("props"), str):  # CSV: the object's JSON text
+            try:
+                body["props"] = json.loads(body["props"])
+            except ValueError:
+                raise Reject("props", "must be a JSON object") from None
         ev = self._validate(body)
+        if not ev.page:
+            raise Reject("page", "required")
         host = referrer_host(ev.referrer)
         try:
-            _check_text(ev, host)
+            _check_text(ev.page, host)
         except InvalidEvent as exc:
             raise Reject(exc.field, exc.message) from None
         t = self._time(ev.time, "time")
@@ -132,7 +166,7 @@ class Mapper:
             # as at ingestion: no query string or fragment (tokens, e-mail addresses)
             referrer=strip_referrer(ev.referrer) if ev.referrer else "", referrer_host=host, session_id=ev.session_id,
             duration=ev.duration, description=ev.description,
-            os=os_, browser=browser, device=device, is_bot=is_bot)
+            os=os_, browser=browser, device=device, is_bot=is_bot, **self._fields(ev, body))
 
     def _umami(self, row: dict, line: int) -> EventRecord:
         _no_surrogates(row)
@@ -144,18 +178,18 @@ class Mapper:
         if domain or rpath:
             # without referrer_query: referrers are stored without their query (privacy)
             referrer = (f"https://{domain}" if domain else "") + (rpath or ("/" if domain else ""))
-        # event_type 2 is a custom event: its name is what our schema can hold of it today.
-        description = g("event_name") if g("event_type") == "2" else ""
+        # event_type 2 is a custom event: event_name is its name (a page view's is 'pageview').
+        name = g("event_name") if g("event_type") == "2" else None
         body = {"id": g("event_id") or None, "time": g("created_at") or None, "page": row.get("url_path", ""),
-                "referrer": referrer, "session_id": g(self.umami_session) or None, "description": description}
+                "referrer": referrer, "session_id": g(self.umami_session) or None, "name": name or None}
         ev = self._validate(body, {"id": "event_id", "time": "created_at", "page": "url_path",
-                                   "referrer": "referrer_path", "description": "event_name",
+                                   "referrer": "referrer_path", "name": "event_name",
                                    "session_id": self.umami_session})
         if ev.id is None:
             raise Reject("event_id", "required")
         host = referrer_host(ev.referrer)
         try:
-            _check_text(ev, host)
+            _check_text(ev.page, host)
         except InvalidEvent as exc:
             raise Reject({"page": "url_path", "referrer": "referrer_domain"}.get(exc.field, exc.field),
                          exc.message) from None
@@ -164,7 +198,22 @@ class Mapper:
             id=ev.id, time=self._time(ev.time, "created_at"), page=ev.page, ip_address=None,
             user_agent="", referrer=ev.referrer, referrer_host=host, session_id=ev.session_id,
             duration=None, description=ev.description, os=umami_os(g("os")),
-            browser=umami_browser(g("browser")), device=device, is_bot=device == "bot")
+            browser=umami_browser(g("browser")), device=device, is_bot=device == "bot",
+            **self._umami_where(row, g), **self._fields(ev, {}))
+
+    def _umami_where(self, row: dict, g: Callable[[str], str]) -> dict:
+        """hostname, and the UTM parameters (Umami's utm_* columns where it has them, else its
+        url_query), and the country it recorded (ISO alpha-2)."""
+        country = g("country").upper()
+        out = {"hostname": g("hostname").lower(),
+               "country": country if len(country) == 2 and country.isascii() and country.isalpha() else ""}
+        query = dict(parse_qsl(g("url_query"), keep_blank_values=True)) if "utm_" in g("url_query") else {}
+        for k in UTM_PARAMS:
+            out[k] = g(k) or query.get(k, "").strip()
+        for k, v in out.items():
+            if len(v.encode("utf-8")) > (MAX_HOSTNAME_BYTES if k == "hostname" else MAX_UTM_BYTES):
+                raise Reject(k if k in row else "url_query", "too long")
+        return out
 
 
 # Umami names browsers by detect-browser's ids; ours are ua-parser's family names (what the

@@ -306,7 +306,7 @@ def _check(item: Any, enricher: Enricher, now: datetime, loc: list, extra: dict,
     try:
         return enricher.to_record(ev, now, sender), []
     except InvalidEvent as exc:
-        return None, [_err([*loc, exc.field], exc.message, exc.type, **extra)]
+        return None, [_err([*loc, *exc.loc], exc.message, exc.type, **extra)]
 
 
 def validate(parsed: ParsedBatch, enricher: Enricher,

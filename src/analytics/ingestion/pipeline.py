@@ -7,6 +7,9 @@ from typing import NamedTuple
 
 from ..privacy.visitor import Sender, strip_referrer
 from .enrich import UserAgentCache, referrer_host
+from .fields import check_name, check_props, locate
+from .geo import country_of
+from .invalid import InvalidEvent, utf8_size
 from .schemas import BROWSER_MAX_CHARS, MAX_KEY_BYTES, MAX_PAGE_BYTES, EventCreateSchema
 
 
@@ -29,39 +32,23 @@ class EventRecord(NamedTuple):
     is_bot: bool
     # The day's pseudonym of the sender (privacy/visitor.py); None for rows not from a request.
     visitor_id: int | None = None
+    # issue 11 part 1 (ingestion/fields.py): what happened and where
+    name: str = "pageview"
+    props: str | None = None        # JSON text of the jsonb column
+    hostname: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    country: str = ""              # ISO 3166-1 alpha-2, from the client address (ingestion/geo.py)
 
 
 COLUMNS = EventRecord._fields
 
 
-class InvalidEvent(ValueError):
-    """A value that passed the schema but not the service's rules (e.g. time out of window)."""
-
-    def __init__(self, field: str, message: str, type_: str = "value_error") -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.type = type_
-
-
-def utf8_size(field: str, value: str) -> int:
-    """Bytes of `value` in UTF-8, or InvalidEvent if it cannot be stored as text at all (a lone
-    surrogate such as "\\ud800", which JSON allows and UTF-8 does not). ASCII is the common
-    case and costs a flag test."""
-    if value.isascii():
-        return len(value)
-    try:
-        return len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidEvent(field, "must be valid Unicode text: a lone surrogate (\\ud800-\\udfff) "
-                                  "cannot be stored", "string_unicode") from None
-
-
-def _check_text(ev: EventCreateSchema, host: str) -> None:
+def _check_text(page: str, host: str) -> None:
     """The byte caps of the indexed text (see schemas.py), alone and together. (Text UTF-8 cannot
     encode, a lone surrogate, pydantic refuses already in every capped field; should one reach
     the database, the writer isolates it.) ASCII, the common case, costs a flag test."""
-    page = ev.page
     size = len(page) if page.isascii() else utf8_size("page", page)
     if size > MAX_PAGE_BYTES:
         raise InvalidEvent("page", f"must be at most {MAX_PAGE_BYTES} bytes in UTF-8 (this one is "
@@ -107,21 +94,26 @@ class Enricher:
         now = now or datetime.now(timezone.utc)
         ua = ev.user_agent or ""
         host = referrer_host(ev.referrer)
-        _check_text(ev, host)
+        where = locate(ev.page, ev.url)
+        _check_text(where.page, host)
+        name = check_name(ev.name)
+        props = check_props(ev.props)
         info = self.ua_cache.lookup(ua)
         browser = info.browser
         if len(browser) > BROWSER_MAX_CHARS:  # the key budget counts on it (schemas.py)
             browser = browser[:BROWSER_MAX_CHARS]
         ip = visitor_id = None
+        country = ""
         if sender is not None:
             addr = ev.ip_address if sender.trusted and ev.ip_address else sender.ip
             visitor_id = sender.visitor_id(addr, ev.user_agent)
+            country = country_of(addr)  # the address is not kept past this call
             if sender.store_ip and addr:
                 ip = addr
         return EventRecord(
             id=ev.id or uuid.uuid4(),
             time=self.check_time(ev.time, now),
-            page=ev.page,
+            page=where.page,
             ip_address=ip,
             user_agent=ua,
             referrer=strip_referrer(ev.referrer) if ev.referrer else "",
@@ -134,4 +126,11 @@ class Enricher:
             device=info.device,
             is_bot=info.is_bot,
             visitor_id=visitor_id,
+            name=name,
+            props=props,
+            hostname=where.hostname,
+            utm_source=where.utm_source,
+            utm_medium=where.utm_medium,
+            utm_campaign=where.utm_campaign,
+            country=country,
         )

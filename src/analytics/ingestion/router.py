@@ -46,7 +46,9 @@ def _event_json(r, duplicate: bool) -> bytes:
         "ip_address": r.ip_address, "user_agent": r.user_agent, "referrer": r.referrer,
         "session_id": r.session_id, "duration": r.duration, "description": r.description,
         "os": r.os, "browser": r.browser, "device": r.device, "is_bot": r.is_bot,
-        "duplicate": duplicate,
+        "name": r.name, "props": json.loads(r.props) if r.props else None, "hostname": r.hostname,
+        "utm_source": r.utm_source, "utm_medium": r.utm_medium, "utm_campaign": r.utm_campaign,
+        "country": r.country, "duplicate": duplicate,
     }).encode()
 
 
@@ -59,7 +61,8 @@ _EVENT_SCHEMA = EventCreateSchema.model_json_schema()
 # minItems/maxItems of the batch body; create_app states BATCH_MAX_EVENTS (document_batch_limit).
 _BATCH_SCHEMA: dict = {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}
 # What the event body schema cannot state (web/rules.py).
-_EVENT_RULES = ("time_window", "calendar_date", "too_many_bytes", "json_too_deep", "database_limit")
+_EVENT_RULES = ("time_window", "calendar_date", "too_many_bytes", "json_too_deep", "database_limit",
+                "page_url", "prop_value")
 
 
 # The tracker posts its JSON as text/plain (navigator.sendBeacon / fetch with a string body): a

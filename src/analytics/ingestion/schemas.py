@@ -6,13 +6,15 @@ import re
 import socket
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 from sqlmodel import SQLModel
 
 from ..timefmt import ISO_PATTERN, CalendarError, parse_instant
+from .fields import (MAX_HOSTNAME_BYTES, MAX_NAME, MAX_PROP_KEY_BYTES, MAX_PROP_VALUE_BYTES, MAX_PROPS,
+                     MAX_URL, MAX_UTM_BYTES, PAGEVIEW)
 
 MAX_PAGE = 2048
 MAX_USER_AGENT = 1024
@@ -29,7 +31,11 @@ MAX_DURATION_S = 86_400
 # - the rollup primary keys, the widest being the `all` family: bucket, is_bot, page, os,
 #   browser, device, referrer_host. os and device are short fixed words; browser is at most
 #   BROWSER_MAX_CHARS characters (ingestion/enrich.py), so at most 4x that in bytes;
-# - rollup_sessions.session_id: MAX_SESSION_ID characters, at most 1,024 bytes (fits alone).
+# - rollup_sessions.session_id: MAX_SESSION_ID characters, at most 1,024 bytes (fits alone);
+# - the `src` family's key (issue 11): bucket, is_bot, name, hostname, country, utm_source,
+#   utm_medium, utm_campaign: name <= MAX_NAME characters (480 bytes), hostname <=
+#   MAX_HOSTNAME_BYTES, country 2, each UTM value <= MAX_UTM_BYTES: 2,271 bytes at most, below
+#   what the `all` key holds (tests/test_hostile_writes.py stores them all at their limits).
 # Measured on PostgreSQL 16 (tests/test_hostile_writes.py holds the proof at the limits): the
 # `all` key takes page + referrer_host up to 2,400 bytes with a 256-byte browser, the events
 # index a page up to 2,659 bytes. The caps leave a margin below both.
@@ -42,7 +48,7 @@ MAX_KEY_BYTES = 2304  # page + referrer host together, the rollup keys' user-sup
 # Text fields PostgreSQL stores as text, which cannot hold NUL. They are checked by the body
 # parser (ingestion/bodies.py), and only when the raw body has an escaped NUL at all: six
 # Python validator calls per event were a third of the validation time.
-TEXT_FIELDS = ("page", "ip_address", "user_agent", "referrer", "session_id", "description")
+TEXT_FIELDS = ("page", "ip_address", "user_agent", "referrer", "session_id", "description", "name", "url")
 NUL_MESSAGE = "Value error, must not contain NUL (\\u0000) characters"
 
 
@@ -103,8 +109,23 @@ class EventCreateSchema(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    page: str = Field(min_length=1, max_length=MAX_PAGE, json_schema_extra=_NO_NUL, description=(
-        f"At most {MAX_PAGE} characters and {MAX_PAGE_BYTES} bytes of UTF-8 (the database indexes it)"))
+    page: Optional[str] = Field(default=None, min_length=1, max_length=MAX_PAGE, json_schema_extra=_NO_NUL, description=(
+        f"The path. At most {MAX_PAGE} characters and {MAX_PAGE_BYTES} bytes of UTF-8 (the database "
+        "indexes it). Required unless `url` is sent. A `?query` is split off (its UTM parameters "
+        "count when there is no `url`); a `#fragment` is kept (hash-routed apps)"))
+    url: Optional[str] = Field(default=None, max_length=MAX_URL, json_schema_extra=_NO_NUL, description=(
+        "The page's full URL (location.href): gives `hostname` (lower case, no port), "
+        "utm_source/utm_medium/utm_campaign from its query string (each at most "
+        f"{MAX_UTM_BYTES} bytes, host at most {MAX_HOSTNAME_BYTES}) and, without `page`, the path "
+        "(no query string, no fragment)"))
+    name: Optional[str] = Field(default=PAGEVIEW, min_length=1, max_length=MAX_NAME, json_schema_extra=_NO_NUL,
+                                description="The event's name; `pageview` (the default) or a custom event's")
+    props: Optional[dict[str, Any]] = Field(default=None, max_length=MAX_PROPS, description=(
+        f"Custom properties: a flat JSON object of at most {MAX_PROPS} keys (each at most "
+        f"{MAX_PROP_KEY_BYTES} bytes), values strings of at most {MAX_PROP_VALUE_BYTES} bytes, "
+        "finite numbers (integers within ±2^53) or booleans; `null` values are dropped. Anything "
+        "else is a 422 naming the key"), json_schema_extra={"additionalProperties": {"anyOf": [
+            {"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}})
     ip_address: IpText = Field(default="", max_length=64, description="IPv4 or IPv6 address")
     user_agent: Optional[str] = Field(default="", max_length=MAX_USER_AGENT, json_schema_extra=_NO_NUL)
     referrer: Optional[str] = Field(default="", max_length=MAX_REFERRER, json_schema_extra=_NO_NUL, description=(
@@ -160,6 +181,13 @@ class EventModel(SQLModel):
     browser: str
     device: str
     is_bot: bool
+    name: str = PAGEVIEW
+    props: Optional[dict[str, Any]] = None
+    hostname: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    country: str = Field(default="", description="ISO 3166-1 alpha-2 of the client address ('' unknown)")
     duplicate: bool = Field(default=False, description="True when this (id, time) was already stored")
 
 

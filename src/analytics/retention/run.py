@@ -34,6 +34,7 @@ from psycopg import sql
 
 from ..config import Settings
 from ..db import quote_ident
+from ..rollups.visits import prune as prune_visits
 from ..rollups.catalog import SES_BASE
 from ..rollups.ddl import all_tables
 from ..rollups.sessions import SUBJECTS, Subject
@@ -136,6 +137,8 @@ def _run(conn: psycopg.Connection, settings: Settings, stop: threading.Event, wa
         report.sessions_trimmed, report.sessions_deleted = _trim_sessions(conn, after.rollup, stop)
         report.phases["sessions"], t = time.perf_counter() - t, time.perf_counter()
         report.rollup_rows = _delete_rollups(conn, after.rollup, stop)
+        with conn.transaction():  # visits entirely before the horizon (rollups/visits.py)
+            report.rollup_rows["visits"] = prune_visits(conn, after.rollup)
         report.phases["rollups"] = time.perf_counter() - t
     conn.execute(sql.SQL("UPDATE {} SET last_run_at = now()").format(sql.Identifier(STATE_TABLE)))
     report.seconds = time.perf_counter() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .ddl import rollup_ddl
 from .maintain import ingest_statements
+from .visits import install as install_visits
 
 
 def install() -> None:
@@ -15,6 +16,7 @@ def install() -> None:
     from ..ingestion.repository import register_insert_hook
 
     register_insert_hook(ingest_statements)
+    install_visits()  # after the rollups: its advisory locks come last in every writer's lock order
 
 
 __all__ = ["install", "rollup_ddl"]

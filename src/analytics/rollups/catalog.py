@@ -62,6 +62,14 @@ FAMILIES: tuple[Family, ...] = (
     Family("agg", "pagetech", ("page", "os", "browser", "device"), (DAY,)),
     Family("agg", "pageref", ("page", "referrer"), (DAY,)),
     Family("agg", "all", ("page", "os", "browser", "device", "referrer"), (DAY,)),
+    # issue 11 part 1 (revision 0008): event names, sites, countries and campaigns. All six in one
+    # family only by day: by hour it would be ~3x smaller than raw (simulated for a site of 10M
+    # events / 90 days with 120 countries and 60 campaigns: bench/README.md); the narrow ones are
+    # 30-170x smaller by hour.
+    Family("agg", "evt", ("name", "hostname"), (HOUR, DAY)),
+    Family("agg", "geo", ("country",), (HOUR, DAY)),
+    Family("agg", "utm", ("utm_source", "utm_medium", "utm_campaign"), (HOUR, DAY)),
+    Family("agg", "src", ("name", "hostname", "country", "utm_source", "utm_medium", "utm_campaign"), (DAY,)),
     # duration histograms (percentiles)
     Family("dur", "total", (), (HOUR, DAY)),
     # first-seen session counts (unique sessions)

@@ -11,6 +11,7 @@ from psycopg import sql
 from ..catalog import AGG_PARTIALS
 from .catalog import FAMILIES, Family
 from .sessions import SUBJECTS, state_ddl, trigger_ddl
+from .visits import visits_ddl
 
 META_TABLE = "rollup_meta"
 
@@ -61,4 +62,4 @@ def rollup_ddl(schema: str) -> list[sql.Composable]:
         SELECT t, NOT EXISTS (SELECT 1 FROM {s}.events LIMIT 1) FROM unnest({names}::text[]) AS t
         ON CONFLICT (name) DO NOTHING""").format(
         s=s, meta=sql.Identifier(META_TABLE), names=sql.Literal(all_tables())))
-    return out
+    return out + visits_ddl(schema)

@@ -23,6 +23,7 @@ from psycopg import sql
 from .catalog import SES_BASE, families
 from .ddl import META_TABLE, all_tables
 from .maintain import agg_upsert
+from .visits import TABLE as VISITS_TABLE, rebuild_visits
 from .sessions import SESSIONS, SUBJECTS, Subject, entries_from, upsert_state_sql
 
 STATE_TABLES = [subj.state_table for subj in SUBJECTS]
@@ -159,6 +160,7 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
         _additive(conn, start, end)
         for subj in SUBJECTS:
             _sessions(conn, start, end, subj, horizon)
+        rebuild_visits(conn, start, end, horizon)
         if start is None:
             conn.execute(sql.SQL("""INSERT INTO {meta} (name, ready, rebuilt_at)
                 SELECT t, true, now() FROM unnest(%s::text[]) AS t
@@ -172,7 +174,7 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
             report.not_ready = [r[0] for r in conn.execute(sql.SQL(
                 "SELECT name FROM {} WHERE NOT ready AND name = ANY(%s) ORDER BY name").format(
                 sql.Identifier(META_TABLE)), (all_tables(),))]
-    conn.execute("ANALYZE " + ", ".join([*STATE_TABLES, *all_tables()]))
+    conn.execute("ANALYZE " + ", ".join([*STATE_TABLES, *all_tables(), VISITS_TABLE]))
     conn.commit()
     report.seconds = time.perf_counter() - t0
     report.rows = table_rows(conn)
@@ -183,7 +185,7 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
 
 def table_rows(conn: psycopg.Connection) -> dict[str, int]:
     out = {}
-    for t in [*STATE_TABLES, *all_tables()]:
+    for t in [*STATE_TABLES, *all_tables(), VISITS_TABLE]:
         (out[t],) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()
     return out
 

@@ -29,7 +29,16 @@ RULES: dict[str, str] = {
     "needs_group_by": "`limit` and `offset` page through groups: they need `group_by`.",
     "totals_only": "`compare` is available on /totals only.",
     "requested_metric": "`order_by` names one of the requested `metrics`.",
+    "visit_dimension": "Visit metrics group and filter by entry_page, exit_page, os, browser, "
+                       "device and referrer only; entry_page and exit_page go with visit metrics "
+                       "only.",
     "unknown_parameter": "Parameters that the operation does not define are refused.",
+    # issue 11 part 1
+    "page_url": "An event has `page` or `url`; `url` is a URL whose host name is at most 253 bytes "
+                "(its UTM values are limited in bytes: too_many_bytes).",
+    "prop_value": "A custom property (`props`) has a non-empty key of at most 300 bytes, and a value "
+                  "that is a string of at most 2,000 bytes, a finite number (integers within "
+                  "±2^53) or a boolean; `null` is dropped. The same keys in `prop:<key>` and `prop`.",
     "retention_horizon": "A question needs data that retention dropped: raw events before the raw "
                          "horizon (RETENTION_DAYS) that no rollup answers for, or anything before "
                          "the rollup horizon (ROLLUP_RETENTION_DAYS). Stats answers state both "

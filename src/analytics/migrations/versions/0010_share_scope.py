@@ -13,7 +13,7 @@ from __future__ import annotations
 from analytics.migrations import helpers
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

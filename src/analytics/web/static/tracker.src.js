@@ -18,11 +18,11 @@
     || (!has("local") && /^(localhost|127\.|\[::1\]$)/.test(loc.hostname))
     || (has("respect-dnt") && (n.doNotTrack == "1" || w.doNotTrack == "1"));
 
-  // The one place that shapes an event. Until the API has `name` and `props` (issue 11 part 1),
-  // a custom event's name goes in seed 004's `description` and its props are not sent.
+  // The one place that shapes an event: its name and props, the path (`page`, with the hash
+  // under data-hash) and the full URL it was shown at (`url`: the server takes the host name and
+  // the utm_* parameters from it, and stores the path without the query string).
   const body = (name, props, extra) => Object.assign(
-    { page: path, referrer: d.referrer || null },
-    name == "pageview" ? {} : { description: name }, extra);
+    { name, page: path, url: href, referrer: d.referrer || null, props: props || void 0 }, extra);
 
   // sendBeacon (survives the page being left), else fetch keepalive. A string body is sent as
   // text/plain: a "simple" cross-origin request, no CORS preflight.
@@ -32,7 +32,7 @@
     n.sendBeacon ? n.sendBeacon(api, b) : fetch(api, { method: "POST", body: b, keepalive: true });
   };
 
-  let path, visibleMs = 0, shownAt = d.visibilityState == "visible" ? Date.now() : 0;
+  let path, href, visibleMs = 0, shownAt = d.visibilityState == "visible" ? Date.now() : 0;
   // Visible time of the current page, sent once it is at least a second, then restarted.
   const engage = () => {
     if (shownAt) visibleMs += Date.now() - shownAt;
@@ -46,6 +46,7 @@
     if (p == path) return;
     engage();
     path = p;
+    href = loc.href;
     send("pageview");
   };
 
