@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from analytics import catalog
 from support import ROOT, Server, drop_schema, new_schema_name
 from test_dashboard_http import keys_cli, poll_status, share_link
 
@@ -37,6 +38,8 @@ CHROMIUM = _chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=(
     "no Chromium: boot/chromium.sh could not install Debian's chromium package here (needs apt "
     "and root or sudo); set CHROMIUM_PATH to run the browser tests"))
+
+VISIT_METRICS = {m.name for m in catalog.METRICS if m.kind == "visit"}
 
 # What the issue asks the page to show, by the API's names. The page must show each of them
 # that this server's API offers (its OpenAPI enums), and numbers for nothing else.
@@ -85,10 +88,23 @@ def srv(db_url, tmp_path_factory):
         drop_schema(db_url, schema)
 
 
+def _enum(items: dict) -> list:
+    """An OpenAPI enum, also inside anyOf (group_by: the catalog's dimensions or `prop:<key>`)."""
+    return items["enum"] if "enum" in items else next(a["enum"] for a in items["anyOf"] if "enum" in a)
+
+
+def answerable(metric: str, filters) -> bool:
+    """What the API answers (and so the page asks): visit metrics take only the visits' own
+    dimensions as filters; the others any filter but the visit-only ones (entry/exit page)."""
+    if metric in VISIT_METRICS:
+        return all(k in catalog.VISIT_DIMENSIONS for k, _ in filters)
+    return not any(k in catalog.VISIT_ONLY_DIMENSIONS for k, _ in filters)
+
+
 @pytest.fixture(scope="module")
 def offered(srv) -> dict[str, set[str]]:
     params = httpx.get(srv.url + "/openapi.json").json()["paths"]["/api/v1/stats/breakdown"]["get"]["parameters"]
-    enum = {p["name"]: set(p["schema"]["items"]["enum"]) for p in params if p["name"] in ("metrics", "group_by")}
+    enum = {p["name"]: set(_enum(p["schema"]["items"])) for p in params if p["name"] in ("metrics", "group_by")}
     return {"tiles": enum["metrics"] & set(TILE_METRICS), "panels": enum["group_by"] & set(PANEL_DIMENSIONS)}
 
 
@@ -143,9 +159,16 @@ def check_every_number(page, srv, offered, filters: list[tuple[str, str]]) -> in
 
     tiles = page.eval_on_selector_all("#tiles [data-metric]", "els => els.map(e => [e.dataset.metric, "
                                       "e.dataset.kind || 'current', e.dataset.value])")
-    assert {m for m, kind, _ in tiles if kind == "current"} == offered["tiles"]
-    api = _api(srv, "totals", [*base, *[("metrics", m) for m in sorted(offered["tiles"])], ("compare", "previous")])
-    row = api["results"][0]
+    shown = {m for m in offered["tiles"] if answerable(m, filters)}
+    assert {m for m, kind, _ in tiles if kind == "current"} == shown
+    # The others are there, saying the filters leave them unanswerable (and carry no number).
+    assert set(page.eval_on_selector_all("#tiles .tile.na", "els => els.map(e => e.dataset.tile)")) == offered["tiles"] - shown
+    row = {"previous": {}}
+    for group in ([m for m in sorted(shown) if m not in VISIT_METRICS], [m for m in sorted(shown) if m in VISIT_METRICS]):
+        if group:
+            got = _api(srv, "totals", [*base, *[("metrics", m) for m in group], ("compare", "previous")])["results"][0]
+            row["previous"].update(got.pop("previous"))
+            row.update(got)
     for metric, kind, value in tiles:
         cur, prev = row[metric], row["previous"][metric]
         if kind == "current":
@@ -159,16 +182,23 @@ def check_every_number(page, srv, offered, filters: list[tuple[str, str]]) -> in
     panels = page.eval_on_selector_all("#panels [data-dimension]", """els => els.map(p => [p.dataset.dimension,
         [...p.querySelectorAll('li[data-key]')].map(li => {
             const n = li.querySelector('[data-metric]'); return [li.dataset.key, n.dataset.metric, n.dataset.value]; })])""")
+    unanswerable = set(page.eval_on_selector_all("#panels [data-unanswerable]", "els => els.map(p => p.dataset.dimension)"))
+    row_metric = {d: "visits" if d in catalog.VISIT_ONLY_DIMENSIONS else "events" for d in offered["panels"]}
+    assert unanswerable == {d for d in offered["panels"] if not answerable(row_metric[d], filters)}
     assert {d for d, _ in panels} == offered["panels"]
     for dimension, rows in panels:
-        metrics = {m for _, m, _ in rows} or {"unique_visitors"}
+        if dimension in unanswerable:
+            assert rows == []
+            continue
+        metrics = {m for _, m, _ in rows} or {row_metric[dimension]}
         assert len(metrics) == 1, rows
         (metric,) = metrics
         want = _api(srv, "breakdown", [*base, ("group_by", dimension), ("metrics", metric), ("limit", "10")])
         assert [(k, _num(v)) for k, _, v in rows] == [(r[dimension], r[metric]) for r in want["results"]], dimension
         checked += len(rows)
 
-    series = _api(srv, "timeseries", [*base, ("interval", dash["interval"]), ("metrics", "unique_visitors")])
+    chart_metric = next(m for m in ("unique_visitors", "pageviews", "visits", "events") if answerable(m, filters))
+    series = _api(srv, "timeseries", [*base, ("interval", dash["interval"]), ("metrics", chart_metric)])
     assert page.eval_on_selector("#chart", "c => c.dataset.points") == str(len(series["results"]))
     return checked
 
@@ -221,6 +251,16 @@ def test_every_number_equals_the_api_and_a_page_row_filters_every_panel(srv, off
     assert page2.locator(f".chip[data-filter=os][data-value='{os_name}']").count() == 1
     check_every_number(page2, srv, offered, [("os", os_name)])
     other.close()
+
+    # An entry page: the visit numbers follow it, the event panels say they cannot.
+    if "entry_page" in offered["panels"]:
+        entry = page.eval_on_selector("#panels [data-dimension=entry_page] li[data-key]", "li => li.dataset.key")
+        loads = _loads(page)
+        page.click(f"#panels [data-dimension=entry_page] li[data-key='{entry}'] button")
+        _wait_loaded(page, loads + 1)
+        assert _url_filters(page) == [("os", os_name), ("entry_page", entry)]
+        check_every_number(page, srv, offered, [("os", os_name), ("entry_page", entry)])
+        assert page.locator("#panels [data-unanswerable]").count() > 0
     context.close()
     assert errors == [] and errors2 == []
 

@@ -75,9 +75,16 @@ def offers() -> dict:
 
     dimensions = list(typing.get_args(query.Dimension))
     filters = set(catalog.filter_names())
+    # Visit metrics (kind "visit") take only the visits' own dimensions as filters and group_by;
+    # the visit-only dimensions (entry/exit page) go with visit metrics only. The page asks each
+    # kind separately and leaves out what a filter makes unanswerable (else one 422 for all).
+    visit_metrics = [m.name for m in catalog.METRICS if m.kind == "visit"]
     return {"metrics": list(typing.get_args(query.Metric)), "dimensions": dimensions,
             "filters": {d.name: bool(getattr(d, "allow_empty", False))
-                        for d in catalog.DIMENSIONS if d.name in filters and d.name in dimensions}}
+                        for d in catalog.DIMENSIONS if d.name in filters and d.name in dimensions},
+            "visit_metrics": visit_metrics,
+            "visit_dimensions": list(getattr(catalog, "VISIT_DIMENSIONS", ())),
+            "visit_only": list(getattr(catalog, "VISIT_ONLY_DIMENSIONS", ()))}
 
 
 def _page() -> Asset:

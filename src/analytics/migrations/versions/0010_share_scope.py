@@ -5,7 +5,7 @@ routes (what /dashboard reads), carried in a share link's URL fragment. Only the
 api_keys.scope changes (a small table: instant).
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009 (written on 0007; re-chained at merge)
 Create Date: 2026-12-02
 """
 from __future__ import annotations

@@ -56,13 +56,18 @@ async function discover() {
   const meta = document.querySelector('meta[name=analytics-offers]');
   if (meta && meta.content.startsWith('{')) {
     const o = JSON.parse(meta.content);
-    return { metrics: new Set(o.metrics), dimensions: new Set(o.dimensions), filters: o.filters };
+    return { metrics: new Set(o.metrics), dimensions: new Set(o.dimensions), filters: o.filters,
+      visitMetrics: new Set(o.visit_metrics || []), visitDimensions: new Set(o.visit_dimensions || []),
+      visitOnly: new Set(o.visit_only || []) };
   }
   const r = await fetch('/openapi.json');
   if (!r.ok) throw new Error(`openapi.json: HTTP ${r.status}`);
   const doc = await r.json();
   const params = doc.paths[`${API}/breakdown`].get.parameters;
-  const enumOf = (name) => params.find((p) => p.name === name).schema.items.enum;
+  const enumOf = (name) => {  // group_by: the catalog's dimensions, or prop:<key> (anyOf)
+    const it = params.find((p) => p.name === name).schema.items;
+    return it.enum || it.anyOf.find((a) => a.enum).enum;
+  };
   const metrics = new Set(enumOf('metrics'));
   const dimensions = new Set(enumOf('group_by'));
   const filters = {};
@@ -70,7 +75,15 @@ async function discover() {
     const items = p.schema.items || {};
     if (dimensions.has(p.name)) filters[p.name] = items.enum ? items.enum.includes('') : !(items.minLength >= 1);
   }
-  return { metrics, dimensions, filters };
+  // Without the server's note, no metric is known to be a visit metric: every request is one kind.
+  return { metrics, dimensions, filters, visitMetrics: new Set(), visitDimensions: new Set(), visitOnly: new Set() };
+}
+
+// Which requests the current filters allow: visit metrics take only the visits' own dimensions
+// as filters; every other metric takes any filter but the visit-only ones (entry/exit page).
+function answerable(metric, filters) {
+  if (schema.visitMetrics.has(metric)) return filters.every(([k]) => schema.visitDimensions.has(k));
+  return !filters.some(([k]) => schema.visitOnly.has(k));
 }
 
 // -- state in the URL ------------------------------------------------------------------------------
@@ -119,6 +132,8 @@ function defaultInterval(state) {
 
 // -- the API ---------------------------------------------------------------------------------------
 class Unauthorized extends Error {}
+// A panel the current filters cannot be asked for (a visit-only dimension under an event filter).
+class Unanswerable extends Error {}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -154,10 +169,16 @@ function format(kind, v) {
 const raw = (v) => (v === null || v === undefined ? '' : String(v));
 
 // -- rendering -------------------------------------------------------------------------------------
-function renderTiles(tiles, row) {
+function renderTiles(tiles, row, answered) {
   const box = $('tiles');
   box.replaceChildren();
   for (const [metric, label, kind] of tiles) {
+    if (!answered.has(metric)) {  // the filters leave it unanswerable: no number, and it says why
+      box.append(el('div', { class: 'tile na', 'data-tile': metric, title: 'Not available with these filters' },
+        el('span', { class: 'name', text: label }), el('span', { class: 'value', text: 'n/a' }),
+        el('span', { class: 'prev', text: 'not with these filters' })));
+      continue;
+    }
     const cur = row[metric];
     const prev = row.previous ? row.previous[metric] : null;
     const change = typeof cur === 'number' && typeof prev === 'number' && prev !== 0 ? (cur - prev) / prev : null;
@@ -175,7 +196,12 @@ function renderTiles(tiles, row) {
 }
 
 function renderPanel(dimension, title, metric, rows, onPick, error) {
-  const head = el('div', { class: 'card-head' }, el('h2', { text: title }), el('span', { class: 'num', text: 'Events' }));
+  const head = el('div', { class: 'card-head' }, el('h2', { text: title }),
+    el('span', { class: 'num', text: metric === 'visits' ? 'Visits' : 'Events' }));
+  if (error instanceof Unanswerable) {
+    return el('section', { class: 'card panel', 'data-dimension': dimension, 'data-unanswerable': '' }, head,
+      el('p', { class: 'empty', text: 'Not available with these filters' }));
+  }
   if (error) {
     return el('section', { class: 'card panel', 'data-dimension': dimension, 'data-error': '' }, head,
       el('p', { class: 'error', text: `Could not load: ${error.message || error}` }));
@@ -248,10 +274,28 @@ async function load() {
   const panels = PANELS.filter(([d]) => schema.dimensions.has(d));
   // Rows count events: every rollup family carries them, so each panel is a rollup read at any
   // size (visitors per OS or referrer are a raw scan: ~0.5 s each at 1M events, refused when
-  // several run at once). The tiles and the chart show visitors.
-  const rowMetric = 'events';
+  // several run at once); entry and exit pages count visits. The tiles and the chart show visitors.
+  const rowMetric = (d) => (schema.visitOnly.has(d) ? 'visits' : 'events');
   const chartMetrics = tiles.filter(([m]) => ['unique_visitors', 'pageviews', 'visits'].includes(m)).map(([m, l]) => [m, l]);
   if (!chartMetrics.length) chartMetrics.push(['events', 'Events']);
+  // Each kind of metric is asked on its own (a visit metric under a page filter is a 422, and it
+  // must not take the others with it); what the filters leave unanswerable is shown as such.
+  const ok = (ms) => ms.filter(([m]) => answerable(m, state.filters));
+  const byKind = (ms) => [ms.filter(([m]) => !schema.visitMetrics.has(m)), ms.filter(([m]) => schema.visitMetrics.has(m))]
+    .filter((g) => g.length);
+  const merged = async (kind, params, groups) => {
+    const answers = await Promise.all(groups.map((g) => stats(kind, [...params, ...g.map(([m]) => ['metrics', m])])));
+    const rows = answers.length ? answers[0].results.map((r) => ({ ...r })) : [];
+    for (const a of answers.slice(1)) {
+      a.results.forEach((r, i) => {
+        if (!rows[i]) rows[i] = { ...r };
+        const prev = rows[i].previous;
+        Object.assign(rows[i], r);
+        if (prev && r.previous) rows[i].previous = { ...prev, ...r.previous };
+      });
+    }
+    return { results: rows };
+  };
 
   const pick = (dimension, key) => {
     if (!state.filters.some(([k, v]) => k === dimension && v === key)) state.filters.push([dimension, key]);
@@ -260,11 +304,13 @@ async function load() {
   };
   try {
     // A panel that fails shows its error; the rest of the page still works.
-    const breakdowns = Promise.allSettled(panels.map(([d]) => stats('breakdown',
-      [...base, ['group_by', d], ['metrics', rowMetric], ['limit', PANEL_ROWS]])));
+    const breakdowns = Promise.allSettled(panels.map(([d]) => (answerable(rowMetric(d), state.filters)
+      ? stats('breakdown', [...base, ['group_by', d], ['metrics', rowMetric(d)], ['limit', PANEL_ROWS]])
+      : Promise.reject(new Unanswerable()))));
+    const shownChart = ok(chartMetrics);
     const [totals, series] = await Promise.all([
-      stats('totals', [...base, ...tiles.map(([m]) => ['metrics', m]), ['compare', 'previous']]),
-      stats('timeseries', [...base, ['interval', interval], ...chartMetrics.map(([m]) => ['metrics', m])]),
+      merged('totals', [...base, ['compare', 'previous']], byKind(ok(tiles))),
+      merged('timeseries', [...base, ['interval', interval]], byKind(shownChart)),
     ]);
     const settled = await breakdowns;
     const uPlot = await chartLibrary();
@@ -272,10 +318,10 @@ async function load() {
     const denied = settled.find((s) => s.status === 'rejected' && s.reason instanceof Unauthorized);
     if (denied) throw denied.reason;
     $('error').hidden = true;
-    renderTiles(tiles, totals.results[0] || {});
-    $('panels').replaceChildren(...panels.map(([d, title], i) => renderPanel(d, title, rowMetric,
+    renderTiles(tiles, totals.results[0] || {}, new Set(ok(tiles).map(([m]) => m)));
+    $('panels').replaceChildren(...panels.map(([d, title], i) => renderPanel(d, title, rowMetric(d),
       settled[i].status === 'fulfilled' ? settled[i].value.results : [], pick, settled[i].reason)));
-    renderChart(uPlot, series.results, chartMetrics, interval, state.tz);
+    renderChart(uPlot, series.results, shownChart.length ? shownChart : [], interval, state.tz);
     dash.dataset.state = 'ready';
     dash.dataset.loads = String(Number(dash.dataset.loads || 0) + 1);
     performance.mark('dashboard-ready');
