@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import ClassVar, Optional
 
 import sqlmodel
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 from timescaledb import TimescaleModel
 
@@ -41,6 +42,14 @@ class Event(TimescaleModel, table=True):
     is_bot: bool = False
     # The day's pseudonym of the sender (issue 10: no IP is stored by default).
     visitor_id: Optional[int] = Field(default=None, sa_type=sqlmodel.BigInteger)
+    # Issue 11 (revision 0007): what happened and where.
+    name: str = "pageview"
+    props: Optional[dict] = Field(default=None, sa_type=JSONB)
+    hostname: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    country: str = ""
 
 
 def sqlalchemy_url(database_url: str) -> str:
