@@ -15,7 +15,7 @@ from ..web.errors import validation_error
 from .buckets import TooManyBuckets, edges
 from .intervals import Interval, IntervalError, parse_bounded
 from ..timefmt import CalendarError, parse_instant
-from .params import zone_names
+from .params import zone_set
 
 Kind = Literal["timeseries", "breakdown", "totals"]
 # The names the API takes: derived from the catalog (analytics/catalog.py), listed nowhere else.
@@ -84,7 +84,7 @@ class StatsQuery:
 
 
 def _zone(name: str) -> ZoneInfo:
-    if not name or len(name) > 64 or name not in zone_names():
+    if not name or len(name) > 64 or name not in zone_set():
         raise validation_error("timezone", "must be an IANA time zone name such as 'Europe/Berlin'")
     try:
         return ZoneInfo(name)
@@ -171,8 +171,10 @@ def _prop_filters(values: list[str]) -> list[tuple[str, tuple[str, ...]]]:
 def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
     out = []
     for name in FILTERS:
+        vals = raw.get(name)
+        if not vals:
+            continue
         dim = catalog.filter_dimension(name)
-        vals = raw.get(name) or []
         if len(vals) > MAX_FILTER_VALUES:
             raise validation_error(name, f"at most {MAX_FILTER_VALUES} values")
         clean = []
