@@ -306,9 +306,47 @@ def test_rebuild_reproduces_the_ingest_state(env):
             assert got == want
 
 
+def _including(visits: list[tuple], events: list[Ev], match) -> list[tuple]:
+    """The visits with a human event of theirs (same visitor, within the visit) matching `match`."""
+    by: dict[int, list[Ev]] = {}
+    for e in events:
+        if e.visitor_id is not None and not e.is_bot:
+            by.setdefault(e.visitor_id, []).append(e)
+    return [v for v in visits if any(v[1] <= e.time <= v[2] and match(e) for e in by.get(v[0], ()))]
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"page": ["/a", "/pricing"]}, lambda e: e.page in ("/a", "/pricing")),
+    ({"page": "/docs", "device": "mobile"}, lambda e: e.page == "/docs"),  # device: the visit's own
+    ({"name": "signup"}, lambda e: e.name == "signup"),
+    ({"name": "engagement", "page": "/b"}, lambda e: e.name == "engagement" and e.page == "/b"),
+])
+def test_event_filters_keep_the_visits_that_include_a_matching_event(env, params, match):
+    """A filter a visit row does not carry (page, event name, ...) keeps the visits that include an
+    event matching all such filters, over totals, an entry-page breakdown and a timeseries."""
+    visits = model_visits(env["events"])
+    start, end = BASE + timedelta(hours=7), BASE + timedelta(days=3, hours=1)
+    want = _including([v for v in visits if start <= v[1] < end], env["events"], match)
+    if "device" in params:
+        want = [v for v in want if v[15] == params["device"]]
+    assert want and len(want) < len([v for v in visits if start <= v[1] < end])  # it does filter
+    body = get(env["client"], "totals", metrics=VISIT_METRICS, start=_z(start), end=_z(end), **params)
+    assert "raw" in body["meta"]["sources"]["visits"]
+    assert_metrics(body["results"][0], metrics_of(want))
+    body = get(env["client"], "breakdown", group_by=["entry_page"], metrics=VISIT_METRICS, start=_z(start),
+               end=_z(end), limit=100, **params)
+    groups: dict[str, list] = {}
+    for v in want:
+        groups.setdefault(v[9], []).append(v)
+    assert {r["entry_page"]: r["visits"] for r in body["results"]} == {k: len(vs) for k, vs in groups.items()}
+    body = get(env["client"], "timeseries", metrics=["visits"], interval="1 day", start=_z(start), end=_z(end),
+               **params)
+    assert sum(r["visits"] for r in body["results"]) == len(want)
+
+
 @pytest.mark.parametrize("params,field", [
     ({"metrics": ["visits"], "group_by": ["page"]}, "group_by"),
-    ({"metrics": ["bounce_rate"], "page": "/a"}, "page"),
+    ({"metrics": ["bounce_rate", "events"], "page": "/a"}, "page"),
     ({"metrics": ["visits", "events"], "group_by": ["entry_page"]}, "metrics"),
     ({"metrics": ["events"], "exit_page": "/a"}, "metrics"),
 ])

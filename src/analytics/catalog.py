@@ -138,6 +138,13 @@ DIMENSIONS += (
 )
 VISIT_ONLY_DIMENSIONS: tuple[str, ...] = ("entry_page", "exit_page")
 VISIT_DIMENSIONS: tuple[str, ...] = VISIT_ONLY_DIMENSIONS + ("os", "browser", "device", "referrer")
+
+
+def visit_column_filter(filter_name: str) -> bool:
+    """Whether visit metrics read this filter from the `visits` row itself (the visit's entry/exit
+    page, its first event's os/browser/device/referrer). Every other filter (page, name,
+    hostname, country, UTM, prop=...) selects the visits that include an event matching it."""
+    return filter_dimension(filter_name).name in VISIT_DIMENSIONS
 _SECONDS = "extract(epoch FROM ended - started)::float8"
 METRICS += (
     Metric("visits", "visit", "count(*)", zero=0),

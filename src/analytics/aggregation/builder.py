@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from functools import lru_cache
 
 from psycopg import postgres
@@ -57,6 +58,9 @@ def json_key(name: str) -> str:
     """The SQL string constant '"name":' (a JSON object's key), for a name `ident` accepts."""
     ident(name)
     return f"""'"{name}":'"""
+
+
+_FAR = datetime(9999, 12, 31, tzinfo=timezone.utc)
 
 
 def _like_prefix(p: str) -> str:
@@ -118,11 +122,12 @@ class Builder:
             return f"width_bucket({ident(t)}, {self.edges})"
         return "1"
 
-    def _where(self, tcol: str, piece: Piece, *, bots_column: bool) -> str:
+    def _where(self, tcol: str, piece: Piece, *, bots_column: bool, filters=None, groups: bool = True) -> str:
+        """`filters`: (name, values) pairs, by default all of the question's."""
         t = ident(tcol)
         parts = [f"{t} >= {self.param(piece.lo, 'timestamptz')}",
                  f"{t} < {self.param(piece.hi, 'timestamptz')}"]
-        for name, values in self.q.filters.values:
+        for name, values in self.q.filters.values if filters is None else filters:
             dim = catalog.filter_dimension(name)
             col = self._col(dim)
             if name != dim.name:  # the dimension's prefix filter
@@ -131,7 +136,7 @@ class Builder:
                 parts.append(f"{col} = ANY({self.param(list(values), 'text[]')})")
         if bots_column and not self.q.filters.include_bots:
             parts.append("NOT is_bot")
-        if self.groups is not None:
+        if groups and self.groups is not None:
             cols = ", ".join(self._col(catalog.dimension(d)) for d in self.q.group_by)
             parts.append(f"({cols}) IN (SELECT * FROM unnest({self._group_arrays()}))")
         return " AND ".join(parts)
@@ -199,11 +204,32 @@ class Builder:
                   WHERE {self._where("bucket", p, bots_column=False)}) s GROUP BY b{g}"""
 
     def visit(self, src: Source) -> str:
-        """Visit metrics over the `visits` table: each visit in the bucket where it started."""
-        (p,) = src.pieces
+        """Visit metrics over the `visits` table: each visit in the bucket where it started.
+        Filters on what a visit row carries read it; with others (a raw piece in the plan) only
+        the visits that include a matching event count."""
+        p = next(pc for pc in src.pieces if pc.table is not None)
+        own = [(f, v) for f, v in self.q.filters.values if catalog.visit_column_filter(f)]
+        where = self._where("started", p, bots_column=False, filters=own)
+        if any(pc.table is None for pc in src.pieces):
+            where += f" AND (visitor_id, started) IN ({self._visits_with_event(p)})"
         mets = ", ".join(f"{m.raw} AS {ident(m.name)}" for m in catalog.metrics_of("visit"))
         return f"""SELECT {self._bucket("started")} AS b{self._gsel()}, {mets}
-            FROM {ident(p.table)} WHERE {self._where("started", p, bots_column=False)} GROUP BY 1{self._gpos()}"""
+            FROM {ident(p.table)} WHERE {where} GROUP BY 1{self._gpos()}"""
+
+    def _visits_with_event(self, p: Piece) -> str:
+        """(visitor_id, started) of the visits starting in [p.lo, p.hi) that include a human event
+        matching the question's event filters. Such an event is at or after its visit's start and
+        at or before the latest end of those visits: that bounds the scan of raw events."""
+        ev = [(f, v) for f, v in self.q.filters.values if not catalog.visit_column_filter(f)]
+        lo, hi = self.param(p.lo, "timestamptz"), self.param(p.hi, "timestamptz")
+        last = f"(SELECT max(ended) FROM {ident(p.table)} WHERE started >= {lo} AND started < {hi})"
+        span = Piece(None, p.lo, _FAR)  # the upper bound is `last`
+        match = self._where("time", span, bots_column=False, filters=ev, groups=False)
+        return f"""SELECT v.visitor_id, v.started
+            FROM (SELECT visitor_id, time FROM {ident("events")}
+                  WHERE {match} AND time <= {last} AND NOT is_bot AND visitor_id IS NOT NULL) e
+            JOIN {ident(p.table)} v ON v.visitor_id = e.visitor_id AND e.time >= v.started AND e.time <= v.ended
+            WHERE v.started >= {lo} AND v.started < {hi}"""
 
     # -- whole statements -------------------------------------------------------------------
     def _merged(self, plan: Plan) -> str:

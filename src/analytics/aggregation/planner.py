@@ -213,6 +213,19 @@ def _sessions(q: StatsQuery, ready: set[str], kind: str = "ses") -> Source:
     return _raw(kind, q, horizon)
 
 
+def _visits(q: StatsQuery, ready: set[str]) -> Source:
+    """The visits table; with a filter a visit row does not carry (page, name, ...), also the raw
+    events that say which visits include a matching event (a raw piece: it counts as a raw read,
+    and is refused where retention dropped those events)."""
+    pieces = [Piece(VISITS_TABLE, q.start, q.end)]
+    if any(not catalog.visit_column_filter(f) for f, _ in q.filters.values):
+        horizon = _horizons(ready).raw
+        if horizon is not None and q.start < horizon:
+            raise BeyondHorizon(horizon, raw=True)
+        pieces.append(Piece(None, q.start, q.end))
+    return Source("visit", None, tuple(pieces))
+
+
 def plan(q: StatsQuery, ready: set[str]) -> Plan:
     """Raises BeyondHorizon when the question needs data that retention dropped."""
     rollup_horizon = _horizons(ready).rollup
@@ -222,7 +235,7 @@ def plan(q: StatsQuery, ready: set[str]) -> Plan:
     # Visits (rollups/visits.py): one row per visit, read directly, counted where it started.
     # Every visit's first event is a human event in the same bucket with the same os, browser,
     # device and referrer, so the agg rows, when asked too, hold every group visits have.
-    visit = Source("visit", None, (Piece(VISITS_TABLE, q.start, q.end),)) if "visit" in kinds else None
+    visit = _visits(q, ready) if "visit" in kinds else None
     return Plan(agg=_summable("agg", q, ready) if kinds != {"visit"} else None,
                 dur=_summable("dur", q, ready) if "dur" in kinds else None,
                 ses=_sessions(q, ready) if "ses" in kinds else None,

@@ -199,23 +199,27 @@ def _filters(raw: dict[str, list[str]], include_bots: bool) -> Filters:
 
 
 def _check_visit_dimensions(groups: tuple[str, ...], mets: tuple[str, ...], flt: Filters) -> None:
-    """Visit metrics read the `visits` table (rollups/visits.py): it carries the entry and exit
-    pages and the first event's os/browser/device/referrer, nothing else; entry and exit pages
-    belong to visits only."""
+    """Visit metrics read the `visits` table (rollups/visits.py): they group by what a visit row
+    carries (entry and exit pages, the first event's os/browser/device/referrer). Any filter
+    applies: those on a visit's own columns read them, the others keep the visits that include
+    a matching event (builder.visit); such visits are counted on their own, not beside event
+    metrics whose rows they would not line up with. Entry and exit pages belong to visits only."""
     visit_mets = [m for m in mets if catalog.metric(m).kind == "visit"]
     only = set(catalog.VISIT_ONLY_DIMENSIONS)
+    other = [m for m in mets if catalog.metric(m).kind != "visit"]
     if visit_mets:
         allowed = ", ".join(catalog.VISIT_DIMENSIONS)
         for d in groups:
             if d not in catalog.VISIT_DIMENSIONS:
                 raise validation_error("group_by", f"'{d}' cannot be combined with visit metrics "
                                        f"({', '.join(visit_mets)}): they group by {allowed}", rule="visit_dimension")
-        for fname, _ in flt.values:
-            if catalog.filter_dimension(fname).name not in catalog.VISIT_DIMENSIONS or fname != catalog.filter_dimension(fname).name:
-                raise validation_error(fname, f"this filter cannot be combined with visit metrics "
-                                       f"({', '.join(visit_mets)}): they filter on {allowed}", rule="visit_dimension")
+        by_event = [f for f, _ in flt.values if not catalog.visit_column_filter(f)]
+        if by_event and other:
+            name = by_event[0] if not catalog.is_prop(by_event[0]) else catalog.PROP_FILTER
+            raise validation_error(name, f"with this filter, visit metrics ({', '.join(visit_mets)}) count the "
+                                         "visits that include a matching event: ask them without "
+                                         f"{', '.join(other)} (a request of their own)", rule="visit_dimension")
     used = (set(groups) | flt.dimensions()) & only
-    other = [m for m in mets if catalog.metric(m).kind != "visit"]
     if used and other:
         raise validation_error("metrics", f"{', '.join(sorted(used))} belong to visits: only visit metrics "
                                f"({', '.join(m.name for m in catalog.metrics_of('visit'))}) can be asked with "

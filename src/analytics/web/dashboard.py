@@ -75,7 +75,8 @@ def offers() -> dict:
 
     dimensions = list(typing.get_args(query.Dimension))
     filters = set(catalog.filter_names())
-    # Visit metrics (kind "visit") take only the visits' own dimensions as filters and group_by;
+    # Visit metrics (kind "visit") group by the visits' own dimensions and take any filter (one a
+    # visit row does not carry keeps the visits that include a matching event, asked on its own);
     # the visit-only dimensions (entry/exit page) go with visit metrics only. The page asks each
     # kind separately and leaves out what a filter makes unanswerable (else one 422 for all).
     visit_metrics = [m.name for m in catalog.METRICS if m.kind == "visit"]

@@ -29,9 +29,10 @@ RULES: dict[str, str] = {
     "needs_group_by": "`limit` and `offset` page through groups: they need `group_by`.",
     "totals_only": "`compare` is available on /totals only.",
     "requested_metric": "`order_by` names one of the requested `metrics`.",
-    "visit_dimension": "Visit metrics group and filter by entry_page, exit_page, os, browser, "
-                       "device and referrer only; entry_page and exit_page go with visit metrics "
-                       "only.",
+    "visit_dimension": "Visit metrics group by entry_page, exit_page, os, browser, device and "
+                       "referrer only; under a filter a visit does not carry (page, name, ...) they "
+                       "count the visits that include a matching event and are asked on their own; "
+                       "entry_page and exit_page go with visit metrics only.",
     "unknown_parameter": "Parameters that the operation does not define are refused.",
     # issue 11 part 1
     "page_url": "An event has `page` or `url`; `url` is a URL whose host name is at most 253 bytes "
