@@ -24,6 +24,9 @@ from support import HIGH_RATE_LIMITS, new_schema_name  # noqa: E402
 
 # The last commit of issue 9 (hardening), before keys, privacy, rate limits and metrics.
 BASE = "19a3d17"
+# The last commit before issue 11 (catalog, event fields, geo, visits, tracker, dashboard):
+# `--base 1f2d5c4` measures what issue 11 costs.
+BASE_ISSUE_11 = "1f2d5c4"
 
 _LUA_GET = r"""
 wrk.method = "GET"
@@ -60,8 +63,11 @@ def main(argv: list[str]) -> int:
     best: dict[tuple[str, str], dict] = {}
     cpu_us: dict[tuple[str, str], list[float]] = {}
     try:
+        # A version with API keys (issue 10 on) reads with a read key, as this one does.
+        base_has_keys = (base_tree / "src" / "analytics" / "auth" / "keys.py").exists()
         servers["before"] = Server(url, new_schema_name("bench_ba_before"), workers=2, root=base_tree,
-                                   keys=False, log_path=work / "before.log", env=common).start()
+                                   keys=base_has_keys, log_path=work / "before.log",
+                                   env={**common, **HIGH_RATE_LIMITS} if base_has_keys else common).start()
         # The limits of this tree are on, as in production, with amounts no load here reaches.
         servers["now"] = Server(url, new_schema_name("bench_ba_now"), workers=2, log_path=work / "now.log",
                                 env={**common, **HIGH_RATE_LIMITS}).start()
