@@ -112,7 +112,7 @@ def _instant(name: str, text: str | datetime, tz: ZoneInfo) -> datetime:
     return t
 
 
-def _default_end(now: datetime) -> datetime:
+def default_end(now: datetime) -> datetime:
     # The next quarter hour: an aligned default lets the 15-minute rollups answer it.
     q = 900
     ts = int(now.timestamp())
@@ -247,7 +247,7 @@ def build_query(kind: Kind, *, interval: str | None, start: str | datetime | Non
     s = _instant("start", start, tz) if start is not None else None
     e = _instant("end", end, tz) if end is not None else None
     if e is None:
-        e = _default_end(now) if s is None or s < _default_end(now) else s + DEFAULT_RANGE
+        e = default_end(now) if s is None or s < default_end(now) else s + DEFAULT_RANGE
     if s is None:
         s = e - DEFAULT_RANGE
     if e <= s:

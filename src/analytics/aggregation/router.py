@@ -4,7 +4,10 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Annotated, Callable, List, Literal, Optional
+
+from cachetools import LRUCache
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +22,7 @@ from ..web.rules import rules_422
 from .. import catalog
 from .params import (GROUP_BY_DOC, MAX_VALUES, GroupName, Instant, IntervalText, NonEmptyText, OrderBy, PropFilter,
                      ZoneName, filter_type)
-from .query import Kind, Metric, StatsQuery, build_query
+from .query import Kind, Metric, StatsQuery, default_end, build_query
 
 # Every stats read needs a `read` key or token, or a dashboard share link's (auth/guards.py),
 # on both paths.
@@ -234,17 +237,41 @@ def _doc(*rules: str) -> dict:
                              "are running, or the database is unavailable; see Retry-After"}}}
 
 
-async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
-    q = _query(kind, request, p)
+async def _answer(request: Request, q: StatsQuery) -> Response:
     ans = await request.app.state.stats.answer(q)
-    return Response(ans.body, media_type="application/json",
-                    headers={"X-Cache": ans.how})
+    return Response(ans.body, media_type="application/json", headers={"X-Cache": ans.how})
+
+
+async def _respond(kind: Kind, request: Request, p: StatsParams) -> Response:
+    return await _answer(request, _query(kind, request, p))
+
+
+# Questions the fast path parsed, by their query string. Dashboards ask the same questions again
+# and again (every viewer, every refresh), and parsing one (the declaration's model, the catalog's
+# checks, the query model) was about a quarter of a read's CPU in the worker (py-spy, GET
+# /totals), paid on answer-cache hits too. A StatsQuery depends on the query string and, for a
+# range left open, on the default end (the next quarter hour), so both make the key. Only
+# questions that parsed cleanly are kept; at most 256 query strings of at most 2 KB each.
+_PARSED: LRUCache = LRUCache(maxsize=256)
+_PARSED_MAX_QUERY = 2048
+
+
+def _parsed(kind: Kind, request: Request) -> StatsQuery:
+    qs = request.scope.get("query_string", b"")
+    if len(qs) > _PARSED_MAX_QUERY:
+        return _query(kind, request, parse_params(kind, request))
+    key = (kind, qs, default_end(datetime.now(timezone.utc)))
+    q = _PARSED.get(key)
+    if q is None:
+        q = _PARSED[key] = _query(kind, request, parse_params(kind, request))
+    return q
 
 
 def _fast(kind: Kind):
-    """The fast path's handler: the endpoint's parameters, parsed by its declaration's model."""
+    """The fast path's handler: the endpoint's parameters, parsed by its declaration's model (or
+    found parsed already)."""
     async def handler(request: Request) -> Response:
-        return await _respond(kind, request, parse_params(kind, request))
+        return await _answer(request, _parsed(kind, request))
     return fast(handler, parses=(DECLARATIONS[kind].dependency,))
 
 
