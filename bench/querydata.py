@@ -2,7 +2,9 @@
 
 Sessions of several events (geometric length, mean about 5), a Zipf-like page popularity over
 300 paths, real user agents with the service's own classification (os/browser/device/bot), an
-entry referrer per session and integer durations. Written straight into the events table, so
+entry referrer per session and integer durations; each session one visitor (visitor_id: so
+visits and unique visitors have data), a country, UTM parameters on 15% of entries, and 5% of
+later events a custom `signup` event. Written straight into the events table, so
 the rollups are then rebuilt with the documented command.
 """
 from __future__ import annotations
@@ -60,6 +62,10 @@ REFERRERS = [
     ("https://blog.example.net/post", 1),
 ]
 
+# Countries (ISO 3166 alpha-2, weight); '' is an address no database places.
+COUNTRIES = [("US", 30), ("DE", 10), ("GB", 8), ("IN", 8), ("FR", 6), ("BR", 5), ("CA", 4), ("JP", 4),
+             ("NL", 3), ("ES", 3), ("IT", 3), ("PL", 2), ("SE", 2), ("AU", 2), ("", 5)]
+
 _NAMED_PAGES = ["/", "/pricing", "/about", "/blog", "/docs", "/login", "/register", "/contact",
                 "/products", "/services", "/support", "/dashboard", "/settings", "/features",
                 "/docs/getting-started", "/docs/api", "/careers", "/changelog", "/security",
@@ -87,6 +93,7 @@ def load(conn: psycopg.Connection, events: int, days: int = 90, seed: float = 0.
     conn.execute("""CREATE TEMP TABLE q_ref (idx int, lo float8, hi float8, url text, host text)
                     ON COMMIT DROP""")
     conn.execute("CREATE TEMP TABLE q_page (idx int PRIMARY KEY, page text) ON COMMIT DROP")
+    conn.execute("CREATE TEMP TABLE q_cty (idx int, lo float8, hi float8, cc text) ON COMMIT DROP")
     ua_rows = []
     for ua, w in USER_AGENTS:
         info = classify(ua)
@@ -98,16 +105,24 @@ def load(conn: psycopg.Connection, events: int, days: int = 90, seed: float = 0.
                         _weighted([(u, referrer_host(u), w) for u, w in REFERRERS]))
         pages = _NAMED_PAGES + [f"/blog/post-{i}" for i in range(1, N_PAGES - len(_NAMED_PAGES) + 1)]
         cur.executemany("INSERT INTO q_page VALUES (%s,%s)", list(enumerate(pages, start=1)))
+        cur.executemany("INSERT INTO q_cty VALUES (%s,%s,%s,%s)", _weighted(COUNTRIES))
     # Sessions: start uniform over the days with a daily peak (triangular within the day), 1 + geometric(mean 4) events
     # spaced 10-180 s apart; pages Zipf-like (P(k) ~ 1/k) via floor(N ** random()).
     sessions = events // 4 + 1000
     conn.execute("""
         INSERT INTO events (id, time, page, ip_address, user_agent, referrer, referrer_host,
-                            session_id, duration, description, os, browser, device, is_bot)
+                            session_id, duration, description, os, browser, device, is_bot,
+                            visitor_id, name, hostname, country, utm_source, utm_medium, utm_campaign)
         SELECT gen_random_uuid(), e.time, p.page, s.ip, u.ua,
                CASE WHEN e.k = 0 THEN r.url ELSE '' END,
                CASE WHEN e.k = 0 THEN r.host ELSE '' END,
-               s.sid, e.duration, NULL, u.os, u.browser, u.device, u.is_bot
+               s.sid, e.duration, NULL, u.os, u.browser, u.device, u.is_bot,
+               hashtextextended(s.sid, 0),
+               CASE WHEN e.k > 0 AND e.rn < 0.05 THEN 'signup' ELSE 'pageview' END,
+               'example.com', c.cc,
+               CASE WHEN e.k = 0 AND s.rm < 0.15 THEN (ARRAY['newsletter', 'twitter', 'google'])[1 + floor(s.rm / 0.05)::int] ELSE '' END,
+               CASE WHEN e.k = 0 AND s.rm < 0.15 THEN (ARRAY['email', 'social', 'cpc'])[1 + floor(s.rm / 0.05)::int] ELSE '' END,
+               CASE WHEN e.k = 0 AND s.rm < 0.15 THEN (ARRAY['spring', 'launch', 'brand'])[1 + floor(s.rm / 0.05)::int] ELSE '' END
         FROM (
             SELECT n, 'sess-' || n AS sid,
                    '10.' || (n %% 250) || '.' || (n / 250 %% 250) || '.' || (n / 62500 %% 250) AS ip,
@@ -116,14 +131,15 @@ def load(conn: psycopg.Connection, events: int, days: int = 90, seed: float = 0.
                         + 43200 * (random() + random())) * interval '1 second' AS t0,
                    1 + floor(-ln(1 - random()) * 4)::int AS len,
                    10 + floor(random() * 170)::int AS gap,
-                   random() AS ru, random() AS rr
+                   random() AS ru, random() AS rr, random() AS rc, random() AS rm
             FROM generate_series(1, %(sessions)s) AS n
         ) s
         JOIN q_ua u ON s.ru >= u.lo AND s.ru < u.hi
         JOIN q_ref r ON s.rr >= r.lo AND s.rr < r.hi
+        JOIN q_cty c ON s.rc >= c.lo AND s.rc < c.hi
         CROSS JOIN LATERAL (
             SELECT k, s.t0 + k * s.gap * interval '1 second' AS time,
-                   floor(-ln(1 - random()) * 60)::int AS duration,
+                   floor(-ln(1 - random()) * 60)::int AS duration, random() AS rn,
                    least(%(npages)s, floor(power(%(npages)s, random()))::int) AS page_idx
             FROM generate_series(0, least(s.len, 40) - 1) AS k
         ) e
