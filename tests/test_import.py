@@ -64,8 +64,8 @@ def rollup_snapshot(conn) -> dict[str, list]:
         "AND tablename <> 'rollup_meta' ORDER BY 1")]
     out = {}
     for t in tables:
-        if "_vis_" in t:
-            continue  # visitors: live ingestion only (see events_rows)
+        if "_vis_" in t or t.startswith("rollup_visit_"):
+            continue  # visitors and visits: live ingestion only (see events_rows)
         where = "WHERE n <> 0" if "_ses_" in t else ""  # moved first-seen transitions leave zero rows
         out[t] = [r[0] for r in conn.execute(f'SELECT r::text FROM "{t}" r {where} ORDER BY 1')]
     out["rollup_sessions"] = sorted(

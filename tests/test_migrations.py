@@ -128,7 +128,7 @@ def test_database_made_before_migrations_upgrades_without_losing_a_row(db_url, l
                     meta = sorted(now.pop("rollup_meta"))
                     assert meta == sorted(rollups["rollup_meta"] + [
                         json.dumps({"name": t, "ready": True, "rebuilt_at": None}) for t in set(now) - set(rollups)
-                        if t.startswith(("rollup_vis_", *NEW_AGG))]), meta
+                        if t.startswith(("rollup_vis_", "rollup_visit_", *NEW_AGG))]), meta
                     for table in [t for t in set(now) - set(rollups) if t.startswith(NEW_AGG)]:
                         grain = table.rsplit("_", 1)[1]
                         src = [json.loads(r) for r in now.pop(table)]

@@ -137,6 +137,8 @@ def _snapshot(conn) -> dict[str, list]:
     out = {}
     for t in tables:
         where = "WHERE n <> 0" if "_ses_" in t or "_vis_" in t else ""  # moved first-seen transitions leave zero rows
+        if t.startswith("rollup_visit_"):
+            where = "WHERE visits <> 0"  # visits merged into others leave zero rows
         out[t] = [r[0] for r in conn.execute(f'SELECT r::text FROM "{t}" r {where} ORDER BY 1')]
     out["rollup_sessions"] = sorted(
         (sid, sorted(entries)) for sid, entries in conn.execute("SELECT session_id, entries FROM rollup_sessions"))

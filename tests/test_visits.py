@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from analytics.rollups.visits import ingest_statement
+from analytics.rollups.visits import ROLLUPS as VISIT_ROLLUPS, ingest_statement
 from support import ROOT, SRC, Server, connect, drop_schema, new_schema_name
 
 UTC = timezone.utc
@@ -217,7 +217,23 @@ def _z(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def assert_rollups_follow_visits(conn) -> None:
+    """Each visit rollup's non-zero rows are exactly the visits table summed by its buckets."""
+    for table, width, dim in VISIT_ROLLUPS:
+        d = f", {dim}" if dim else ""
+        want = conn.execute(f"""SELECT time_bucket('{width} seconds'::interval, started){d}, count(*),
+                sum(pageviews), count(*) FILTER (WHERE pageviews = 1 AND interactions = 0),
+                sum((extract(epoch FROM ended - started) * 1000000)::bigint)
+            FROM visits GROUP BY 1{', 2' if dim else ''} ORDER BY 1{', 2' if dim else ''}""").fetchall()
+        got = conn.execute(f"SELECT bucket{d}, visits, pageviews, bounces, dur_us FROM {table} "
+                           f"WHERE visits <> 0 ORDER BY 1{', 2' if dim else ''}").fetchall()
+        assert [tuple(r) for r in got] == [tuple(r) for r in want], table
+        assert conn.execute(f"SELECT count(*) FROM {table} WHERE visits = 0 AND "
+                            "(pageviews, bounces, dur_us) <> (0, 0, 0)").fetchone()[0] == 0
+
+
 def test_ingest_maintained_visits_equal_the_model(env):
+    assert_rollups_follow_visits(env["conn"])
     want = model_visits(env["events"])
     assert len(want) > 30
     assert any(v[4] == 1 and v[6] == 0 for v in want) and any(v[4] > 1 for v in want)
@@ -284,6 +300,49 @@ def test_timeseries_in_a_non_utc_zone_equals_the_model(env):
     assert total > 20
 
 
+ROLLUP_METRICS = ["visits", "views_per_visit", "bounce_rate", "visit_duration"]
+
+
+def _hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize("group_by,col", [(None, None), ("entry_page", 9), ("exit_page", 12)])
+def test_visit_rollups_answer_what_they_carry_and_equal_the_model(env, group_by, col):
+    """Without filters, the visit metrics they carry come from the visit rollups (kept by triggers
+    on `visits` through the fold's deletes and inserts, the named events' SQL hook included);
+    in total, by entry or exit page, totals with compare=previous and a timeseries."""
+    visits = model_visits(env["events"])
+    start, end = _hour(BASE) + timedelta(hours=5), _hour(NOW) + timedelta(hours=1)
+    body = get(env["client"], "breakdown" if group_by else "totals", metrics=ROLLUP_METRICS, group_by=group_by,
+               start=_z(start), end=_z(end), limit=100 if group_by else None,
+               compare=None if group_by else "previous")
+    assert set(body["meta"]["sources"].values()) == {"rollup_visit_" + ("total_15m" if not group_by else
+                                                                        group_by.split("_")[0] + "_1h")}
+    inside = [v for v in visits if start <= v[1] < end]
+    if group_by is None:
+        (row,) = body["results"]
+        assert_metrics(row, {k: v for k, v in metrics_of(inside).items() if k in ROLLUP_METRICS})
+        prev = [v for v in visits if start - (end - start) <= v[1] < start]
+        assert_metrics(row["previous"], {k: v for k, v in metrics_of(prev).items() if k in ROLLUP_METRICS})
+    else:
+        groups: dict[str, list] = {}
+        for v in inside:
+            groups.setdefault(v[col], []).append(v)
+        got = {r[group_by]: r for r in body["results"]}
+        assert set(got) == set(groups)
+        for k, vs in groups.items():
+            assert_metrics(got[k], {m: x for m, x in metrics_of(vs).items() if m in ROLLUP_METRICS})
+    series = get(env["client"], "timeseries", metrics=["visits", "bounce_rate"], interval="1 hour",
+                 start=_z(start), end=_z(end))
+    assert "rollup_visit_total_15m" in series["meta"]["sources"]["visits"]
+    assert sum(r["visits"] for r in series["results"]) == len(inside)
+    # An edge the rollups' grain does not divide: read from the visits themselves, the same numbers.
+    odd = get(env["client"], "totals", metrics=["visits"], start=_z(start + timedelta(minutes=7)), end=_z(end))
+    assert odd["meta"]["sources"]["visits"] == "visits"
+    assert odd["results"][0]["visits"] == len([v for v in inside if v[1] >= start + timedelta(minutes=7)])
+
+
 def test_rebuild_reproduces_the_ingest_state(env):
     conn = env["conn"]
     want = stored_visits(conn)
@@ -296,11 +355,13 @@ def test_rebuild_reproduces_the_ingest_state(env):
         r = subprocess.run(cmd + extra, env=run_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         got = stored_visits(conn)
+        assert_rollups_follow_visits(conn)
         if extra:  # ranged: the visitors with events that day are rebuilt, others keep the damage
             fixed = [v for v in got if v[4] < 100]
             assert fixed and all(v in want for v in fixed)
             conn.execute("UPDATE visits SET pageviews = pageviews - 100 WHERE pageviews >= 100")
             conn.commit()
+            assert_rollups_follow_visits(conn)  # an update is a delete and an insert to them
             assert stored_visits(conn) == want
         else:
             assert got == want

@@ -59,6 +59,8 @@ class Metric:
     merged: str = ""                # agg: its SQL over rows of Partial columns (rollup or pieces)
     fraction: str = ""              # dur: the percentile, as an SQL number
     key: str = ""                   # ses/vis: the events column counted distinct
+    rollup: str = ""                # visit: its SQL over rows of a visit rollup (rollups/visits.py;
+                                    # '' when those cannot give it)
     zero: int | None = None         # the value of a bucket or group with no events (None: null)
     json_type: type = int           # the JSON/OpenAPI type
 
@@ -147,14 +149,16 @@ def visit_column_filter(filter_name: str) -> bool:
     return filter_dimension(filter_name).name in VISIT_DIMENSIONS
 _SECONDS = "extract(epoch FROM ended - started)::float8"
 METRICS += (
-    Metric("visits", "visit", "count(*)", zero=0),
-    Metric("views_per_visit", "visit", "sum(pageviews)::float8 / nullif(count(*), 0)", json_type=float),
+    Metric("visits", "visit", "count(*)", zero=0, rollup="sum(visits)::bigint"),
+    Metric("views_per_visit", "visit", "sum(pageviews)::float8 / nullif(count(*), 0)", json_type=float,
+           rollup="sum(pageviews)::float8 / nullif(sum(visits), 0)"),
     # a fraction 0..1: visits with exactly one pageview and no interaction (engagement beacons
     # are not interactions)
     Metric("bounce_rate", "visit",
            "(count(*) FILTER (WHERE pageviews = 1 AND interactions = 0))::float8 / nullif(count(*), 0)",
-           json_type=float),
-    Metric("visit_duration", "visit", f"avg({_SECONDS})", json_type=float),
+           json_type=float, rollup="sum(bounces)::float8 / nullif(sum(visits), 0)"),
+    Metric("visit_duration", "visit", f"avg({_SECONDS})", json_type=float,
+           rollup="(sum(dur_us) / 1000000.0 / nullif(sum(visits), 0))::float8"),
     Metric("median_visit_duration", "visit",
            f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {_SECONDS})", json_type=float),
 )

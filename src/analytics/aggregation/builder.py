@@ -23,6 +23,7 @@ from psycopg.adapt import Dumper
 
 from .. import catalog
 from .buckets import labels_literal
+from ..rollups.visits import TABLE as VISITS_TABLE
 from .planner import Piece, Plan, Source
 from .query import StatsQuery
 
@@ -208,6 +209,8 @@ class Builder:
         Filters on what a visit row carries read it; with others (a raw piece in the plan) only
         the visits that include a matching event count."""
         p = next(pc for pc in src.pieces if pc.table is not None)
+        if p.table != VISITS_TABLE:
+            return self._visit_rollup(p)
         own = [(f, v) for f, v in self.q.filters.values if catalog.visit_column_filter(f)]
         where = self._where("started", p, bots_column=False, filters=own)
         if any(pc.table is None for pc in src.pieces):
@@ -215,6 +218,15 @@ class Builder:
         mets = ", ".join(f"{m.raw} AS {ident(m.name)}" for m in catalog.metrics_of("visit"))
         return f"""SELECT {self._bucket("started")} AS b{self._gsel()}, {mets}
             FROM {ident(p.table)} WHERE {where} GROUP BY 1{self._gpos()}"""
+
+    def _visit_rollup(self, p: Piece) -> str:
+        """Visit metrics from a visit rollup (the planner chose one: no filters, no metric it lacks).
+        Every visit metric column is there for the merge; those a rollup cannot give are null."""
+        mets = ", ".join(f"{m.rollup or 'NULL::float8'} AS {ident(m.name)}"
+                         for m in catalog.metrics_of("visit"))
+        where = self._where("bucket", p, bots_column=False, filters=())
+        return f"""SELECT {self._bucket("bucket")} AS b{self._gsel()}, {mets}
+            FROM {ident(p.table)} WHERE {where} AND visits <> 0 GROUP BY 1{self._gpos()}"""
 
     def _visits_with_event(self, p: Piece) -> str:
         """(visitor_id, started) of the visits starting in [p.lo, p.hi) that include a human event

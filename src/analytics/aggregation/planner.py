@@ -25,7 +25,7 @@ from math import gcd
 from .. import catalog
 from ..retention.state import NO_HORIZONS, Horizons
 from ..rollups.catalog import Family, families
-from ..rollups.visits import TABLE as VISITS_TABLE
+from ..rollups.visits import TABLE as VISITS_TABLE, rollup_for
 from .intervals import Interval
 from .query import StatsQuery
 
@@ -217,6 +217,10 @@ def _visits(q: StatsQuery, ready: set[str]) -> Source:
     """The visits table; with a filter a visit row does not carry (page, name, ...), also the raw
     events that say which visits include a matching event (a raw piece: it counts as a raw read,
     and is refused where retention dropped those events)."""
+    from_rollup = all(catalog.metric(m).rollup for m in q.metrics if KIND_OF_METRIC[m] == "visit")
+    rollup = rollup_for(q.group_by) if not q.filters.values and from_rollup else None
+    if rollup is not None and rollup[0] in ready and _divides(rollup[1], _alignment((q.start, q.end, *q.edges[1:]))):
+        return Source("visit", None, (Piece(rollup[0], q.start, q.end),))
     pieces = [Piece(VISITS_TABLE, q.start, q.end)]
     if any(not catalog.visit_column_filter(f) for f, _ in q.filters.values):
         horizon = _horizons(ready).raw
