@@ -75,9 +75,9 @@ def offers() -> dict:
 
     dimensions = list(typing.get_args(query.Dimension))
     filters = set(catalog.filter_names())
-    # Visit metrics (kind "visit") group by the visits' own dimensions and take any filter (one a
-    # visit row does not carry keeps the visits that include a matching event, asked on its own);
-    # the visit-only dimensions (entry/exit page) go with visit metrics only. The page asks each
+    # Visit metrics (kind "visit") group by the visits' own dimensions; the page asks them only
+    # under filters a visit row carries (others are a raw read: seconds at millions of events).
+    # The visit-only dimensions (entry/exit page) go with visit metrics only. The page asks each
     # kind separately and leaves out what a filter makes unanswerable (else one 422 for all).
     visit_metrics = [m.name for m in catalog.METRICS if m.kind == "visit"]
     return {"metrics": list(typing.get_args(query.Metric)), "dimensions": dimensions,

@@ -79,11 +79,13 @@ async function discover() {
   return { metrics, dimensions, filters, visitMetrics: new Set(), visitDimensions: new Set(), visitOnly: new Set() };
 }
 
-// Which requests the current filters allow: visit metrics take any filter (one a visit does not
-// carry, such as a page, keeps the visits that include a matching event); every other metric
-// takes any filter but the visit-only ones (entry/exit page).
+// Which requests the page makes under the current filters: visit metrics only with filters a
+// visit row carries (entry/exit page, os, browser, device, referrer). The API also answers them
+// under a page or event-name filter (the visits that include a matching event), but from raw
+// events: seconds at millions of events, so the page shows those tiles as n/a instead. Every
+// other metric takes any filter but the visit-only ones (entry/exit page).
 function answerable(metric, filters) {
-  if (schema.visitMetrics.has(metric)) return true;
+  if (schema.visitMetrics.has(metric)) return filters.every(([k]) => schema.visitDimensions.has(k));
   return !filters.some(([k]) => schema.visitOnly.has(k));
 }
 
@@ -279,9 +281,9 @@ async function load() {
   const rowMetric = (d) => (schema.visitOnly.has(d) ? 'visits' : 'events');
   const chartMetrics = tiles.filter(([m]) => ['unique_visitors', 'pageviews', 'visits'].includes(m)).map(([m, l]) => [m, l]);
   if (!chartMetrics.length) chartMetrics.push(['events', 'Events']);
-  // Each kind of metric is asked on its own (under a page filter, visit metrics count the visits
-  // that include the page: a request of their own); what the filters leave unanswerable (event
-  // metrics under an entry/exit page filter) is shown as such.
+  // Each kind of metric is asked on its own (a visit metric under a page filter is a raw read the
+  // page does not make, and it must not take the others with it); what the filters leave
+  // unanswerable is shown as such.
   const ok = (ms) => ms.filter(([m]) => answerable(m, state.filters));
   const byKind = (ms) => [ms.filter(([m]) => !schema.visitMetrics.has(m)), ms.filter(([m]) => schema.visitMetrics.has(m))]
     .filter((g) => g.length);
