@@ -29,6 +29,13 @@ def database_url() -> str:
     return _database_url()
 
 
+def chromium_path() -> str | None:
+    """The headless Chromium boot/chromium.sh provides (`make test` installs Debian's package
+    when missing; CHROMIUM_PATH overrides), or None where there is none."""
+    r = subprocess.run(["bash", str(ROOT / "boot" / "chromium.sh"), "path"], capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
 def free_port() -> int:
     with closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))

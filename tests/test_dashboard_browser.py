@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -22,19 +21,14 @@ import httpx
 import pytest
 
 from analytics import catalog
-from support import ROOT, Server, drop_schema, new_schema_name
+from support import Server, chromium_path, drop_schema, new_schema_name
 from test_dashboard_http import keys_cli, poll_status, share_link
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                      "(requirements-dev.txt; `make test` installs it)")
 
 
-def _chromium() -> str | None:
-    r = subprocess.run(["bash", str(ROOT / "boot" / "chromium.sh"), "path"], capture_output=True, text=True)
-    return r.stdout.strip() or None
-
-
-CHROMIUM = _chromium()
+CHROMIUM = chromium_path()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=(
     "no Chromium: boot/chromium.sh could not install Debian's chromium package here (needs apt "
     "and root or sudo); set CHROMIUM_PATH to run the browser tests"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -25,18 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, free_port
+from support import chromium_path, free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                      "(requirements-dev.txt; `make test` installs it)")
 
 
-def _chromium() -> str | None:
-    r = subprocess.run(["bash", str(ROOT / "boot" / "chromium.sh"), "path"], capture_output=True, text=True)
-    return r.stdout.strip() or None
-
-
-CHROMIUM = _chromium()
+CHROMIUM = chromium_path()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=(
     "no Chromium: boot/chromium.sh could not install Debian's chromium package here (needs apt "
     "and root or sudo); set CHROMIUM_PATH to run the browser tests"))
