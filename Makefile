@@ -61,6 +61,8 @@ bench: venv-dev db
 
 # Recompute the rollups from raw events: everything, or the UTC days of a range, e.g.
 #   make rollups-rebuild ROLLUP_ARGS="--start 2025-03-01T00:00:00Z --end 2025-03-08T00:00:00Z"
+# or only the rollup tables an upgrade added (not ready until filled):
+#   make rollups-rebuild ROLLUP_ARGS=--missing
 rollups-rebuild: venv db
 	$(PY) -m analytics.rollups rebuild $(ROLLUP_ARGS)
 

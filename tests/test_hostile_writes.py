@@ -118,6 +118,20 @@ def test_event_fields_at_their_byte_caps_fit_the_src_rollup_key(client, db):
     assert r.status_code == 422 and locs(r) == [["body", "name"]], r.text
 
 
+def test_page_with_name_and_utm_at_their_byte_caps_fits_the_page_filter_rollup_keys(client, db):
+    """Revision 0012: the page-filter families key page with country and name (pagegeo) and
+    with utm_source (pageutm); each at its cap, in incompressible text, still fits."""
+    page = utf8_text(2048)                   # the page byte cap, as the path of the URL
+    name = emoji(120)                        # 480 bytes
+    source = utf8_text(512, "s")
+    r = client.post("/api/events/", json={"url": f"https://h{page}?utm_source={source}", "name": name})
+    assert r.status_code == 201, r.text
+    for table, where, args in (("rollup_agg_pagegeo_1d", "page = %s AND name = %s", (page, name)),
+                               ("rollup_agg_pageutm_1d", "page = %s AND utm_source = %s", (page, source))):
+        (n,) = db.execute(f"SELECT count(*) FROM {table} WHERE {where}", args).fetchone()
+        assert n == 1, table
+
+
 def test_longest_session_id_fits_its_index(client, db):
     sid = emoji(256)  # the character cap: 1,024 bytes, under a row of rollup_sessions' key
     r = client.post("/api/events/", json={"page": "/s", "session_id": sid})

@@ -51,6 +51,7 @@ def events_rows(conn, without: tuple[str, ...] = ()) -> list[str]:
 # Columns later revisions add to events (0004: visitor_id, NULL; 0007: the event fields, their
 # defaults) and to every agg rollup (0008: custom, 0).
 NEW_AGG = ("rollup_agg_evt_", "rollup_agg_geo_", "rollup_agg_utm_", "rollup_agg_src_")  # 0008
+NOT_READY = ("rollup_agg_pagegeo_", "rollup_agg_pageutm_", "rollup_dur_page_")  # 0012: empty until --missing
 ADDED_EVENT_COLUMNS = ("visitor_id", "name", "props", "hostname", "utm_source", "utm_medium", "utm_campaign",
                        "country")
 
@@ -124,11 +125,13 @@ def test_database_made_before_migrations_upgrades_without_losing_a_row(db_url, l
                     assert events_rows(conn, without=ADDED_EVENT_COLUMNS) == events
                     now = rollup_rows(conn)
                     # 0004 added the vis tables, empty and ready (no stored event has a visitor_id);
-                    # 0008 the src tables, filled from the total tables and as ready as they are
+                    # 0008 the src tables, filled from the total tables and as ready as they are;
+                    # 0012 the page-filter tables, empty and not ready (events existed)
                     meta = sorted(now.pop("rollup_meta"))
                     assert meta == sorted(rollups["rollup_meta"] + [
-                        json.dumps({"name": t, "ready": True, "rebuilt_at": None}) for t in set(now) - set(rollups)
-                        if t.startswith(("rollup_vis_", "rollup_visit_", *NEW_AGG))]), meta
+                        json.dumps({"name": t, "ready": not t.startswith(NOT_READY), "rebuilt_at": None})
+                        for t in set(now) - set(rollups)
+                        if t.startswith(("rollup_vis_", "rollup_visit_", *NEW_AGG, *NOT_READY))]), meta
                     for table in [t for t in set(now) - set(rollups) if t.startswith(NEW_AGG)]:
                         grain = table.rsplit("_", 1)[1]
                         src = [json.loads(r) for r in now.pop(table)]

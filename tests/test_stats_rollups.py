@@ -11,7 +11,9 @@ import os
 import random
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -104,6 +106,7 @@ def test_random_queries_rollups_equal_raw(env):
     client, events = env["client"], env["events"]
     rng = random.Random(7)
     used, answered, src = {"agg": 0, "ses": 0, "vis": 0, "dur": 0}, 0, 0
+    page_filter = {"rollup_agg_pagegeo_1d": 0, "rollup_agg_pageutm_1d": 0, "rollup_dur_page_1d": 0}
     for i in range(500):
         kind, params = random_query(rng, events)
         auto = client.get(f"/api/v1/stats/{kind}", params=params)
@@ -124,10 +127,39 @@ def test_random_queries_rollups_equal_raw(env):
                 used[kind_of] += 1
             if any(f"rollup_agg_{f}_" in source for f in ("evt", "geo", "utm", "src")):
                 src += 1
+            for table in page_filter:
+                page_filter[table] += table in source
     # The comparison only means something if rollups actually answered most of it.
     assert answered >= 200 and used["agg"] >= 100 and used["ses"] >= 10 and used["dur"] >= 10, (answered, used)
     assert used["vis"] >= 10, used
     assert src >= 5, src  # the issue 11 families (name, hostname, country, utm_*) answered some
+    assert sum(page_filter.values()) >= 1, page_filter  # more of them: the next test
+
+
+def test_the_dashboard_filtered_by_a_page_reads_the_page_rollups_and_equals_raw(env):
+    """Revision 0012: what the dashboard asks under a page filter (the country, event-name and
+    UTM-source panels, the median time on page, also by day) is answered from the page-filter
+    families, in several zones and over unaligned ranges, and equals the raw answer."""
+    client, events = env["client"], env["events"]
+    pages = [p for p, _ in Counter(e.page for e in events).most_common(3)]
+    rng = random.Random(12)
+    used: Counter = Counter()
+    for page in pages:
+        for zone in ("UTC", "America/New_York", "Asia/Kathmandu"):
+            start = SPAN[0] + timedelta(days=rng.randrange(5), hours=rng.randrange(24))
+            end = start + timedelta(days=rng.randrange(20, 40), minutes=rng.randrange(0, 24 * 60, 15))
+            base = {"start": _z(start), "end": _z(end), "timezone": zone, "page": page}
+            questions = [("breakdown", {**base, "group_by": d, "metrics": "events", "limit": 10})
+                         for d in ("country", "name", "utm_source")]
+            questions += [("totals", {**base, "metrics": ["median_duration", "p95_duration"], "compare": "previous"}),
+                          ("timeseries", {**base, "interval": "1 day", "metrics": "median_duration"})]
+            for kind, params in questions:
+                auto = client.get(f"/api/v1/stats/{kind}", params=params)
+                raw = client.get(f"/api/v1/stats/{kind}", params={**params, "source": "raw"})
+                assert auto.status_code == raw.status_code == 200, (params, auto.text)
+                assert auto.json()["results"] == raw.json()["results"], (kind, params, auto.json()["meta"])
+                used.update(t for t in ("pagegeo", "pageutm", "dur_page") if t in auto.json()["meta"]["source"])
+    assert used["pagegeo"] >= 12 and used["pageutm"] >= 6 and used["dur_page"] >= 12, used
 
 
 def _snapshot(conn) -> dict[str, list]:
@@ -200,6 +232,48 @@ def test_ranged_rebuild_leaves_a_new_table_not_ready(env):
     out = _rebuild(env)
     assert "not ready" not in out
     assert conn.execute("SELECT ready FROM rollup_meta WHERE name = %s", (table,)).fetchone() == (True,)
+
+
+def test_rebuild_missing_fills_only_the_tables_that_are_not_ready(env):
+    """After an upgrade that adds rollups to a database with events (revision 0012 added the
+    page-filter families), `rebuild --missing` fills those tables, and only those, with what a
+    full rebuild would put there; until then readers answer from raw events."""
+    client, conn = env["client"], env["conn"]
+    before = _snapshot(conn)
+    new = ("rollup_agg_pagegeo_1d", "rollup_dur_page_1d")
+    for table in new:
+        conn.execute("UPDATE rollup_meta SET ready = false WHERE name = %s", (table,))
+        conn.execute(f"TRUNCATE {table}")
+    page = Counter(e.page for e in env["events"]).most_common(1)[0][0]
+    base = {"start": _z(SPAN[0]), "end": _z(SPAN[1]), "page": page}
+    questions = (("breakdown", {**base, "group_by": "country", "metrics": "events", "limit": 100}, "rollup_agg_pagegeo_1d"),
+                 ("totals", {**base, "metrics": "median_duration"}, "rollup_dur_page_1d"))
+
+    def sources() -> set[str]:
+        return {client.get(f"/api/v1/stats/{kind}", params=p).json()["meta"]["source"] for kind, p, _ in questions}
+
+    # each worker re-reads which tables are ready every few seconds: wait until both have
+    for _ in range(100):
+        if sources() == {"raw"}:
+            break
+        time.sleep(0.1)
+    assert sources() == {"raw"}
+    untouched = conn.execute("SELECT count(*), max(xmin::text::bigint) FROM rollup_agg_all_1d").fetchone()
+    out = _rebuild(env, "--missing")
+    assert "filled 2 rollup table(s)" in out and all(t in out for t in new), out
+    assert _snapshot(conn) == before
+    assert conn.execute("SELECT count(*), max(xmin::text::bigint) FROM rollup_agg_all_1d").fetchone() == untouched
+    assert set(new) <= {r[0] for r in conn.execute("SELECT name FROM rollup_meta WHERE ready")}
+    for _ in range(100):
+        if sources() == set(new):
+            break
+        time.sleep(0.1)
+    for kind, params, table in questions:
+        answer = client.get(f"/api/v1/stats/{kind}", params=params).json()
+        assert answer["meta"]["source"] == table, answer["meta"]
+        raw = client.get(f"/api/v1/stats/{kind}", params={**params, "source": "raw"}).json()
+        assert answer["results"] == raw["results"] and answer["results"], (kind, answer["results"])
+    assert "no rollup table to fill" in _rebuild(env, "--missing")
 
 
 def test_ranged_rebuild_after_deleting_events(env):

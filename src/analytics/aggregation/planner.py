@@ -35,7 +35,8 @@ KIND_OF_METRIC = catalog.kind_of_metric()  # metric -> the rollup kind answering
 # (Keyed by family name; unknown families count as 1000.)
 _WIDTH = {"total": 1, "tech": 40, "page": 600, "reftech": 150, "pageos": 2200, "pagetech": 5000,
           "pageref": 3000, "all": 11000,
-          "evt": 8, "geo": 60, "utm": 25, "src": 1500}
+          "evt": 8, "geo": 60, "utm": 25, "src": 1500,
+          "pagegeo": 7500, "pageutm": 1400}
 RAW_ROWS_PER_SECOND = 1.3  # ~10M events / 90 days; only used to compare a raw sliver with a rollup
 
 

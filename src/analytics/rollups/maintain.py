@@ -79,11 +79,12 @@ def _bases() -> list[tuple[str, sql.Composable]]:
         FROM ins GROUP BY 1, 2{dims}""").format(w=sql.Literal(f"{_finest('agg')} seconds"), dims=dims,
                                                 partials=sql.SQL(", ".join(f"{c.raw} AS {c.name}"
                                                                            for c in AGG_PARTIALS)))
-    # dur families carry no dimension today; add them here when one does.
-    assert all(not f.dims for f in families("dur"))
-    dur = sql.SQL("""SELECT time_bucket({w}::interval, time) AS bucket, is_bot, duration, count(*) AS n
-        FROM ins WHERE duration IS NOT NULL GROUP BY 1, 2, 3""").format(
-        w=sql.Literal(f"{_finest('dur')} seconds"))
+    # dur: by the dimensions of the dur families only (page): a histogram row per distinct
+    # duration, so every other dimension would multiply its rows.
+    ddims = _prefixed([sql.Identifier(c) for c in dict.fromkeys(c for f in families("dur") for c in f.columns)])
+    dur = sql.SQL("""SELECT time_bucket({w}::interval, time) AS bucket, is_bot{dims}, duration, count(*) AS n
+        FROM ins WHERE duration IS NOT NULL GROUP BY 1, 2{dims}, duration""").format(
+        w=sql.Literal(f"{_finest('dur')} seconds"), dims=ddims)
     return [(AGG_BASE, agg), (DUR_BASE, dur)]
 
 

@@ -183,6 +183,48 @@ def rebuild(conn: psycopg.Connection, start: datetime | None = None,
     return report
 
 
+def fill_missing(conn: psycopg.Connection) -> RebuildReport:
+    """Fill only the summable rollup tables that are not ready (a revision added them to a
+    database that already held events), from the raw events, and mark them ready; every other
+    rollup is left as it is. Minutes where a full rebuild takes the better part of an hour at
+    10M events. First-seen (ses/vis) tables need a full rebuild: they are reported, not filled.
+    Same lock as `rebuild`: readers go on, writers wait."""
+    report = RebuildReport(None, None)
+    t0 = time.perf_counter()
+    filled: list[str] = []
+    with conn.transaction():
+        conn.execute("SET LOCAL jit = off")
+        conn.execute("LOCK TABLE events IN SHARE MODE")
+        missing = {r[0] for r in conn.execute(sql.SQL(
+            "SELECT name FROM {} WHERE NOT ready AND name = ANY(%s)").format(sql.Identifier(META_TABLE)),
+            (all_tables(),))}
+        if missing and raw_horizon(conn) is not None:
+            raise ValueError("retention dropped raw events, so a rollup added since cannot be filled "
+                             f"with what came before: {', '.join(sorted(missing))} stay not ready")
+        for kind in ("agg", "dur"):
+            for fam in families(kind):
+                finer = None  # a complete finer table of the family, else the events
+                for g, table in fam.tables():
+                    if table in missing:
+                        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+                        conn.execute(agg_upsert(fam, g, finer or "events", additive=False))
+                        filled.append(table)
+                    finer = table
+        if filled:
+            conn.execute(sql.SQL("UPDATE {} SET ready = true, rebuilt_at = now() WHERE name = ANY(%s)").format(
+                sql.Identifier(META_TABLE)), (filled,))
+        report.not_ready = sorted(missing - set(filled))
+    if filled:
+        conn.execute("ANALYZE " + ", ".join(filled))
+    conn.commit()
+    report.seconds = time.perf_counter() - t0
+    report.rows = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+                   for t in filled}
+    (report.events,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.commit()
+    return report
+
+
 def table_rows(conn: psycopg.Connection) -> dict[str, int]:
     out = {}
     for t in [*STATE_TABLES, *all_tables(), VISITS_TABLE]:
