@@ -94,6 +94,8 @@ def ensure_loaded(n: int, days: int) -> tuple[bool, tuple[int, float, float]]:
     done = _loaded(url)
     if done is not None and done[0] == n:
         print(f"{size_label(n)}: reusing {db} (loaded in {done[1]:.0f}s + rebuild {done[2]:.0f}s)", flush=True)
+        qb.SCHEMA = SCHEMA
+        qb._fill_missing(url)  # kept from before a revision that added rollups
         return False, done
     events = _events(url)
     if events == n:  # loaded, but the rebuild did not finish (stopped): rebuild only

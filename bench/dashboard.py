@@ -109,6 +109,8 @@ def main(argv: list[str]) -> int:
             qb._bootstrap(url, qb.SCHEMA)
             qb._load(url, args.events, args.days)
             qb._rebuild(url)
+        else:
+            qb._fill_missing(url)
         with psycopg.connect(url) as conn:
             conn.execute("SELECT set_config('search_path', %s, false)", (f"{qb.SCHEMA}, public",))
             (n,) = conn.execute("SELECT count(*) FROM events").fetchone()
