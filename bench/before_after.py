@@ -1,7 +1,9 @@
 """`python -m bench before_after [--base REV]`: this tree against an earlier version, same run.
 
 Issue 10 asks that keys, rate limits, visitor hashing and metrics leave the single-event and
-dashboard figures within 10% of before. Two servers with the production command (2 workers
+dashboard figures within 10% of before. `--switches-off` compares this tree with itself, those
+switched off where a setting can (rate limits, metrics, read keys): their cost alone, without
+what issues 11 and 12 added to every event since. Two servers with the production command (2 workers
 each), each on its own schema: the earlier version (default: the end of issue 9, before any of
 issue 10) from `git archive`, and this tree with its defaults (reads with a read key, the rate
 limiter on with limits no load reaches, metrics on, no IP stored, a visitor hash per event).
@@ -28,6 +30,12 @@ BASE = "19a3d17"
 # `--base 1f2d5c4` measures what issue 11 costs.
 BASE_ISSUE_11 = "1f2d5c4"
 
+# --switches-off: issue 10's per-request work that a setting turns off. (The visitor hash and the
+# access log's client hash have no switch: privacy by default; the ingest guard is a few
+# attribute reads when INGEST_KEY_REQUIRED and INGEST_ALLOWED_HOSTS are unset, as here.)
+SWITCHES_OFF = {"RATE_LIMIT_INGEST": "off", "RATE_LIMIT_READ": "off", "METRICS_ENABLED": "false",
+                "PUBLIC_READS": "true"}
+
 _LUA_GET = r"""
 wrk.method = "GET"
 """
@@ -47,6 +55,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--base", default=BASE, help="the earlier version (a git revision)")
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each load")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--switches-off", action="store_true",
+                    help="'before' is this tree with issue 10's per-request work switched off (rate "
+                         "limits, metrics, read keys): what those cost, apart from what later issues "
+                         "added to every event (fields, rollups, visits)")
     args = ap.parse_args(argv)
 
     wrk = ensure_wrk()
@@ -55,19 +67,21 @@ def main(argv: list[str]) -> int:
     ackdir = work / "acks"
     ackdir.mkdir()
     single = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
-    base_tree = _tree(args.base, work / "base")
-    print(f"[bench] before_after: {os.cpu_count()} cores, load average {_loadavg()}, "
-          f"before = {args.base}", flush=True)
+    base_tree = ROOT if args.switches_off else _tree(args.base, work / "base")
+    print(f"[bench] before_after: {os.cpu_count()} cores, load average {_loadavg()}, before = "
+          + ("this tree with " + " ".join(f"{k}={v}" for k, v in SWITCHES_OFF.items()) if args.switches_off
+             else args.base), flush=True)
     common = {"STATS_CACHE_TTL_SECONDS": "0"}
     servers: dict[str, Server] = {}
     best: dict[tuple[str, str], dict] = {}
     cpu_us: dict[tuple[str, str], list[float]] = {}
     try:
         # A version with API keys (issue 10 on) reads with a read key, as this one does.
-        base_has_keys = (base_tree / "src" / "analytics" / "auth" / "keys.py").exists()
+        base_has_keys = (base_tree / "src" / "analytics" / "auth" / "keys.py").exists() and not args.switches_off
+        base_env = ({**common, **SWITCHES_OFF} if args.switches_off
+                    else {**common, **HIGH_RATE_LIMITS} if base_has_keys else common)
         servers["before"] = Server(url, new_schema_name("bench_ba_before"), workers=2, root=base_tree,
-                                   keys=base_has_keys, log_path=work / "before.log",
-                                   env={**common, **HIGH_RATE_LIMITS} if base_has_keys else common).start()
+                                   keys=base_has_keys, log_path=work / "before.log", env=base_env).start()
         # The limits of this tree are on, as in production, with amounts no load here reaches.
         servers["now"] = Server(url, new_schema_name("bench_ba_now"), workers=2, log_path=work / "now.log",
                                 env={**common, **HIGH_RATE_LIMITS}).start()

@@ -220,12 +220,13 @@ def test_queue_is_bounded_in_events(wschema):
             await blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
             first = asyncio.create_task(writer.submit([rec()]))  # in flight, blocked
             await _wait_until_blocked_by(wschema, blocker.info.backend_pid)
-            # The collector takes the next batch and waits for a flush slot ...
+            # The collector takes the next request and waits for a flush slot (its events still
+            # count: not taken into a flush yet) ...
             queued = [asyncio.create_task(writer.submit([rec() for _ in range(4)]))]
             await asyncio.sleep(0.1)
-            assert writer.queue_depth == 0
-            # ... and two more wait in the queue.
-            queued += [asyncio.create_task(writer.submit([rec() for _ in range(4)])) for _ in range(2)]
+            assert writer.queue_depth == 4
+            # ... and one more waits in the queue.
+            queued.append(asyncio.create_task(writer.submit([rec() for _ in range(4)])))
             await asyncio.sleep(0.1)
             assert writer.queue_depth == 8
             with pytest.raises(WriterOverloaded):
@@ -238,5 +239,30 @@ def test_queue_is_bounded_in_events(wschema):
             return results, big
 
     results, big = asyncio.run(main())
-    assert results == [[True], [True] * 4, [True] * 4, [True] * 4]
+    assert results == [[True], [True] * 4, [True] * 4]
     assert big == [True] * 25
+
+
+def test_requests_queued_while_every_flush_slot_is_busy_join_one_flush(wschema):
+    """The collector waits for a flush slot before it gathers a batch: requests that arrive one by
+    one while every slot is busy go out together in the next flush (larger COMMITs under load,
+    each paying the rollup upserts once), not the first of them alone (what gathering first, for
+    `wait_ms`, and then waiting for the slot did)."""
+    async def main():
+        async with running_writer(wschema, wait_ms=0, batch_max=100, max_inflight=1,
+                                  timeout_s=20) as writer, in_transaction(wschema) as blocker:
+            await blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            first = asyncio.create_task(writer.submit([rec()]))  # in flight, blocked
+            await _wait_until_blocked_by(wschema, blocker.info.backend_pid)
+            later = []
+            for _ in range(5):  # one by one, each long after wait_ms
+                later.append(asyncio.create_task(writer.submit([rec()])))
+                await asyncio.sleep(0.05)
+            assert writer.stats.flushes == 0
+            await blocker.rollback()
+            results = await asyncio.wait_for(asyncio.gather(first, *later), BOUND_S)
+            return results, writer.stats.flushes, writer.stats.events, writer.queue_depth
+
+    results, flushes, events, depth = asyncio.run(main())
+    assert results == [[True]] * 6
+    assert (flushes, events, depth) == (2, 6, 0)

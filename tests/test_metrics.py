@@ -374,3 +374,33 @@ def test_rate_limit_refusals_are_counted_and_metrics_enabled_false_records_nothi
         assert refused("ingest") == start + 2
     finally:
         metrics.configure(True)
+
+
+def test_tally_writes_what_direct_increments_would():
+    """The hot path's tally (web/metrics.py Tally) ends in the same counter and histogram values,
+    bucket by bucket, as prometheus-client's own inc/observe, and writes nothing until flushed."""
+    sys.path.insert(0, str(SRC))
+    from prometheus_client import Counter, Histogram
+
+    from analytics.web.metrics import Tally
+
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    values = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.99, 1.0, 1.5, 100.0]  # on and past the bounds
+    texts = []
+    for tallied in (False, True):
+        reg = CollectorRegistry()
+        c = Counter("t_events_total", "t", ["endpoint"], registry=reg).labels("single")
+        h = Histogram("t_seconds", "t", ["route"], buckets=bounds, registry=reg).labels("/x")
+        tally = Tally()
+        for v in values:
+            (tally.observe(h, v) if tallied else h.observe(v))
+            (tally.inc(c, 2) if tallied else c.inc(2))
+        if tallied:
+            assert "t_events_total{" not in generate_latest(reg).decode().replace(
+                't_events_total{endpoint="single"} 0.0', "")  # nothing written yet
+            tally.flush()
+            assert not tally.counts and not tally.hists
+        texts.append(sorted(line for line in generate_latest(reg).decode().splitlines()
+                            if not line.startswith("#") and "_created" not in line))
+    assert texts[0] == texts[1]
+    assert 't_seconds_bucket{le="0.001",route="/x"} 3.0' in texts[1]

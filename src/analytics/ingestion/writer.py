@@ -1,9 +1,11 @@
 """Group commit for single events (and the batch endpoint's batches).
 
-Requests put their events on a queue and wait. One collector task takes what has arrived (up
-to `batch_max` events, waiting at most `wait_ms` for more), writes it with one COPY and one
-COMMIT, and only then answers every waiting request. Nothing is answered 2xx unless its
-transaction committed.
+Requests put their events on a queue and wait. One collector task waits for one of
+`max_inflight` write slots, then takes what has arrived (up to `batch_max` events, waiting at
+most `wait_ms` for more), writes it with one COPY and one COMMIT, and only then answers every
+waiting request. Nothing is answered 2xx unless its transaction committed. Under load the
+requests that queued while every slot was busy share the next COMMIT, so each COMMIT (and its
+rollup upserts, a fixed cost per COMMIT) carries more events.
 
 Failure handling:
 - The queue is bounded in events. When it is full, `submit` refuses at once (the HTTP layer
@@ -227,6 +229,14 @@ class EventWriter:
         while True:
             first = await self._next(None)
             assert first is not None
+            # A flush slot first, then the batch: what queued while every slot was busy joins
+            # this flush. (Collecting first made a flush of the few events of `wait_s` hold a
+            # slot for a whole COMMIT while the rest waited for the next one: smaller flushes,
+            # each paying every rollup upsert.) With the circuit open, no slot: what was accepted
+            # before it opened is refused at once, not after the flushes in flight.
+            slot = not self._unavailable
+            if slot:
+                await self._inflight.acquire()
             batch = [first] if first.records else []
             n = len(first.records)
             deadline = time.monotonic() + self.wait_s
@@ -243,16 +253,16 @@ class EventWriter:
                     break
                 batch.append(item)
                 n += len(item.records)
-            self._queued_events -= n
-            if batch:
-                if self._unavailable:
-                    # Accepted before the circuit opened: refuse now rather than wait.
+            self._queued_events -= n  # taken into a flush (counted until now: queue_max bounds them)
+            if batch and slot and not self._unavailable:
+                task = asyncio.create_task(self._flush_and_release(batch))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+            else:
+                if slot:
+                    self._inflight.release()
+                if batch:  # accepted before the circuit opened: refuse now rather than wait
                     self._fail(batch, DatabaseUnavailable())
-                else:
-                    await self._inflight.acquire()
-                    task = asyncio.create_task(self._flush_and_release(batch))
-                    self._flushes.add(task)
-                    task.add_done_callback(self._flushes.discard)
             if not self._accepting and self._queue.empty() and not self._carry:
                 return
 
