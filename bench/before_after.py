@@ -1,15 +1,19 @@
-"""`python -m bench before_after [--base REV]`: this tree against an earlier version, same run.
+"""`python -m bench before_after [--base REV | --switches-off]`: this tree against an earlier
+version, same run.
 
 Issue 10 asks that keys, rate limits, visitor hashing and metrics leave the single-event and
-dashboard figures within 10% of before. `--switches-off` compares this tree with itself, those
-switched off where a setting can (rate limits, metrics, read keys): their cost alone, without
-what issues 11 and 12 added to every event since. Two servers with the production command (2 workers
-each), each on its own schema: the earlier version (default: the end of issue 9, before any of
-issue 10) from `git archive`, and this tree with its defaults (reads with a read key, the rate
-limiter on with limits no load reaches, metrics on, no IP stored, a visitor hash per event).
-The same wrk loads in alternating rounds: single-event POSTs (64 connections) and a dashboard
-read (GET /api/v1/stats/totals, 16 connections, stats cache off so every answer runs its
-query). Each figure is the best of its rounds; now/before is the ratio.
+dashboard figures within 10% of before; issue 11, that its work leaves ingest and the dashboard
+within 10%. Two servers with the production command (2 workers each), each on its own schema:
+the earlier version (default: the end of issue 9, before any of issue 10) from `git archive`,
+and this tree with its defaults (reads with a read key, the rate limiter on with limits no load
+reaches, metrics on, no IP stored, a visitor hash per event). `--switches-off` compares this
+tree with itself, those switched off where a setting can (rate limits, metrics, read keys):
+their cost alone, without what issues 11 and 12 added to every event since.
+
+The same wrk loads in alternating rounds: single-event POSTs (64 connections), batches of 1,000
+events (4 connections) and a dashboard read (GET /api/v1/stats/totals, 16 connections, stats
+cache off so every answer runs its query). Each figure is the best of its rounds; now/before is
+the ratio.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .ingest import _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
+from .ingest import _LUA_BATCH, _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
 from .ratelimit import _workers_cpu_s
 from support import ROOT, Server, database_url, drop_schema  # noqa: E402 (bench.ingest puts tests/ on the path)
 from support import HIGH_RATE_LIMITS, new_schema_name  # noqa: E402
@@ -39,6 +43,17 @@ SWITCHES_OFF = {"RATE_LIMIT_INGEST": "off", "RATE_LIMIT_READ": "off", "METRICS_E
 _LUA_GET = r"""
 wrk.method = "GET"
 """
+
+
+def LOADS(single: Path, batch: Path, get: Path) -> list[tuple[str, Path, str, int]]:
+    """(name, wrk script, path, connections): single events, batches of 1,000 (4 connections, as
+    `bench ingest` (b); a request per second is 1,000 events), the dashboard's totals."""
+    return [("POST /api/events/", single, "/api/events/", 64),
+            ("POST /api/events/batch", batch, "/api/events/batch", 4),
+            ("GET /api/v1/stats/totals", get, "/api/v1/stats/totals", 16)]
+
+
+NAMES = [name for name, *_ in LOADS(Path(), Path(), Path())]
 
 
 def _tree(rev: str, into: Path) -> Path:
@@ -67,6 +82,7 @@ def main(argv: list[str]) -> int:
     ackdir = work / "acks"
     ackdir.mkdir()
     single = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
+    batch = write_lua(work / "batch.lua", _LUA_BATCH, ackdir)  # 1,000 events per request
     base_tree = ROOT if args.switches_off else _tree(args.base, work / "base")
     print(f"[bench] before_after: {os.cpu_count()} cores, load average {_loadavg()}, before = "
           + ("this tree with " + " ".join(f"{k}={v}" for k, v in SWITCHES_OFF.items()) if args.switches_off
@@ -94,8 +110,7 @@ def main(argv: list[str]) -> int:
             gets[name].write_text(_LUA_GET + auth)
         for _ in range(args.rounds):
             for name, srv in servers.items():
-                for load, script, path, conns in (("POST /api/events/", single, "/api/events/", 64),
-                                                  ("GET /api/v1/stats/totals", gets[name], "/api/v1/stats/totals", 16)):
+                for load, script, path, conns in LOADS(single, batch, gets[name]):
                     cpu = _workers_cpu_s(srv)
                     r = run_wrk(wrk, srv.url + path, script, conns, args.seconds)
                     cpu_us.setdefault((load, name), []).append(
@@ -106,12 +121,12 @@ def main(argv: list[str]) -> int:
         for srv in servers.values():
             srv.stop()
             drop_schema(url, srv.env["DB_SCHEMA"])
-    for load in ("POST /api/events/", "GET /api/v1/stats/totals"):
+    for load in NAMES:
         b, n = best[(load, "before")], best[(load, "now")]
         print(f"{load:26s} before {b['rate']:8,.0f} req/s p99 {b['p99']:6.1f} ms   "
               f"now {n['rate']:8,.0f} req/s p99 {n['p99']:6.1f} ms   now/before = {n['rate'] / b['rate']:.2f}   "
               f"(non-2xx: before {b['non2xx']}, now {n['non2xx']})")
-    for load in ("POST /api/events/", "GET /api/v1/stats/totals"):  # medians: steadier than rates
+    for load in NAMES:  # medians: steadier than rates
         b, n = (sorted(cpu_us[(load, k)])[len(cpu_us[(load, k)]) // 2] for k in ("before", "now"))
         print(f"{load:26s} workers' CPU per request: before {b:5.0f} us   now {n:5.0f} us   "
               f"now/before = {n / b:.2f}")
