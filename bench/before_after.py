@@ -45,15 +45,11 @@ wrk.method = "GET"
 """
 
 
-def LOADS(single: Path, batch: Path, get: Path) -> list[tuple[str, Path, str, int]]:
-    """(name, wrk script, path, connections): single events, batches of 1,000 (4 connections, as
-    `bench ingest` (b); a request per second is 1,000 events), the dashboard's totals."""
-    return [("POST /api/events/", single, "/api/events/", 64),
-            ("POST /api/events/batch", batch, "/api/events/batch", 4),
-            ("GET /api/v1/stats/totals", get, "/api/v1/stats/totals", 16)]
-
-
-NAMES = [name for name, *_ in LOADS(Path(), Path(), Path())]
+# (name, wrk script, path, connections): single events; batches of 1,000 (4 connections, as
+# `bench ingest` (b): a request per second is 1,000 events); the dashboard's totals.
+LOADS = (("POST /api/events/", "single", "/api/events/", 64),
+         ("POST /api/events/batch", "batch", "/api/events/batch", 4),
+         ("GET /api/v1/stats/totals", "get", "/api/v1/stats/totals", 16))
 
 
 def _tree(rev: str, into: Path) -> Path:
@@ -110,9 +106,10 @@ def main(argv: list[str]) -> int:
             gets[name].write_text(_LUA_GET + auth)
         for _ in range(args.rounds):
             for name, srv in servers.items():
-                for load, script, path, conns in LOADS(single, batch, gets[name]):
+                scripts = {"single": single, "batch": batch, "get": gets[name]}
+                for load, kind, path, conns in LOADS:
                     cpu = _workers_cpu_s(srv)
-                    r = run_wrk(wrk, srv.url + path, script, conns, args.seconds)
+                    r = run_wrk(wrk, srv.url + path, scripts[kind], conns, args.seconds)
                     cpu_us.setdefault((load, name), []).append(
                         (_workers_cpu_s(srv) - cpu) / max(1, r["requests"]) * 1e6)
                     if r["rate"] > best.get((load, name), {}).get("rate", -1):
@@ -121,12 +118,12 @@ def main(argv: list[str]) -> int:
         for srv in servers.values():
             srv.stop()
             drop_schema(url, srv.env["DB_SCHEMA"])
-    for load in NAMES:
+    for load, *_ in LOADS:
         b, n = best[(load, "before")], best[(load, "now")]
         print(f"{load:26s} before {b['rate']:8,.0f} req/s p99 {b['p99']:6.1f} ms   "
               f"now {n['rate']:8,.0f} req/s p99 {n['p99']:6.1f} ms   now/before = {n['rate'] / b['rate']:.2f}   "
               f"(non-2xx: before {b['non2xx']}, now {n['non2xx']})")
-    for load in NAMES:  # medians: steadier than rates
+    for load, *_ in LOADS:  # medians: steadier than rates
         b, n = (sorted(cpu_us[(load, k)])[len(cpu_us[(load, k)]) // 2] for k in ("before", "now"))
         print(f"{load:26s} workers' CPU per request: before {b:5.0f} us   now {n:5.0f} us   "
               f"now/before = {n / b:.2f}")

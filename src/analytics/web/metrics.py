@@ -8,9 +8,9 @@ them all. Without it (plain uvicorn) the process's own registry is served.
 Cost, on purpose small: per request one counter increment and one histogram observation (in
 RequestContextMiddleware, which sees the fast path and FastAPI's path alike); per ingest request
 a few increments; per COMMIT one observation. These hot-path ones are tallied in the worker and
-written at most a second later (`Tally`); the rare ones (refusals, stats) are written at once. Gauges that describe a worker's state (writer
-queue, circuit breaker, pool connections) are sampled once a second by `Sampler`, not updated
-where the state changes (the writer's hot loop).
+written at most a second later (`Tally`); the rare ones (refusals, stats) are written at once.
+Gauges that describe a worker's state (writer queue, circuit breaker, pool connections) are
+sampled once a second by `Sampler`, not updated where the state changes (the writer's hot loop).
 
 Label values are bounded: a request is labelled by its route TEMPLATE (`/api/events/{event_id}/`),
 never its path; a path no route serves is `unmatched`, an unusual method `other`.
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from bisect import bisect_left
 import logging
 import os
 import threading
+from bisect import bisect_left
 from typing import Sequence
 
 from fastapi import APIRouter, Depends, Request
@@ -362,7 +362,7 @@ class _TalliedFirst:
         self.reg = reg
         self.loop = loop
 
-    def collect(self):
+    def _flush_on_loop(self) -> None:
         done = threading.Event()
 
         def flush() -> None:
@@ -376,9 +376,13 @@ class _TalliedFirst:
             done.wait(0.5)
         except RuntimeError:  # the loop is closed: the worker is stopping
             pass
+
+    def collect(self):
+        self._flush_on_loop()
         return self.reg.collect()
 
-    def restricted_registry(self, names):
+    def restricted_registry(self, names):  # a scrape asking for some metrics (`name[]=`)
+        self._flush_on_loop()
         return self.reg.restricted_registry(names)
 
 
