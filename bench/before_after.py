@@ -66,11 +66,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--base", default=BASE, help="the earlier version (a git revision)")
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each load")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=sorted({kind for _, kind, _, _ in LOADS}), action="append",
+                    help="run only this load (repeatable): e.g. --only batch, for more rounds of it")
     ap.add_argument("--switches-off", action="store_true",
                     help="'before' is this tree with issue 10's per-request work switched off (rate "
                          "limits, metrics, read keys): what those cost, apart from what later issues "
                          "added to every event (fields, rollups, visits)")
     args = ap.parse_args(argv)
+    loads = [ld for ld in LOADS if not args.only or ld[1] in args.only]
 
     wrk = ensure_wrk()
     url = database_url()
@@ -107,7 +110,7 @@ def main(argv: list[str]) -> int:
         for _ in range(args.rounds):
             for name, srv in servers.items():
                 scripts = {"single": single, "batch": batch, "get": gets[name]}
-                for load, kind, path, conns in LOADS:
+                for load, kind, path, conns in loads:
                     cpu = _workers_cpu_s(srv)
                     r = run_wrk(wrk, srv.url + path, scripts[kind], conns, args.seconds)
                     cpu_us.setdefault((load, name), []).append(
@@ -118,12 +121,12 @@ def main(argv: list[str]) -> int:
         for srv in servers.values():
             srv.stop()
             drop_schema(url, srv.env["DB_SCHEMA"])
-    for load, *_ in LOADS:
+    for load, *_ in loads:
         b, n = best[(load, "before")], best[(load, "now")]
         print(f"{load:26s} before {b['rate']:8,.0f} req/s p99 {b['p99']:6.1f} ms   "
               f"now {n['rate']:8,.0f} req/s p99 {n['p99']:6.1f} ms   now/before = {n['rate'] / b['rate']:.2f}   "
               f"(non-2xx: before {b['non2xx']}, now {n['non2xx']})")
-    for load, *_ in LOADS:  # medians: steadier than rates
+    for load, *_ in loads:  # medians: steadier than rates
         b, n = (sorted(cpu_us[(load, k)])[len(cpu_us[(load, k)]) // 2] for k in ("before", "now"))
         print(f"{load:26s} workers' CPU per request: before {b:5.0f} us   now {n:5.0f} us   "
               f"now/before = {n / b:.2f}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import time
 import uuid
@@ -112,6 +113,66 @@ async def _wait_for_lock_wait(settings: Settings, blocker_pid: int) -> None:
     finally:
         await conn.close()
     raise AssertionError("the writer never waited on the lock")
+
+
+# -- the binary COPY ----------------------------------------------------------------------------
+
+def test_copy_types_are_the_events_table_column_types(rschema):
+    """A binary COPY has no casts: each field must go in its column's own type."""
+    async def main():
+        conn = await _conn(rschema)
+        try:
+            cur = await conn.execute(
+                "SELECT a.attname, a.atttypid::int FROM pg_attribute a WHERE a.attrelid = 'events'::regclass "
+                "AND a.attnum > 0 AND NOT a.attisdropped")
+            table = dict(await cur.fetchall())
+            cur = await conn.execute("SELECT t::regtype::oid::int FROM unnest(%s::text[]) t",
+                                     (list(repository.COLUMN_TYPES.values()),))
+            ours = dict(zip(repository.COLUMN_TYPES, [r[0] for r in await cur.fetchall()]))
+        finally:
+            await conn.close()
+        return table, ours
+
+    table, ours = asyncio.run(main())
+    assert ours == {c: table[c] for c in ours}
+
+
+def test_every_field_round_trips_through_both_copy_paths(rschema):
+    """Every column set (multi-byte text, props, a stored IP, a negative visitor id, a bot),
+    stored by the fast path (COPY) and, sent again with a new event, by the slow path (staging
+    COPY, INSERT ... ON CONFLICT): what is read back is what was sent."""
+    t = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    full = EventRecord(uuid.uuid4(), t, "/ü/页面", "2001:db8::1", "Mozilla/5.0 ☃", "https://ex.com/a",
+                       "ex.com", "sess-é", 86_400, "tab\there\nnewline \\ back", "iOS", "Mobile Safari",
+                       "mobile", True, -(2 ** 63), "signup", '{"plan": "pro", "n": 3, "ok": true, "x": "\u00e9"}',
+                       "shop.example", "news", "email", "spring", "DE")
+    second = full._replace(id=uuid.uuid4(), props=None, ip_address=None, visitor_id=None,
+                           session_id=None, description=None, duration=None)
+
+    async def main():
+        conn = await _conn(rschema)
+        await conn.set_autocommit(False)
+        try:
+            async with conn.transaction():
+                first_new = await repository.insert_events(conn, [full])
+            async with conn.transaction():  # `full` again: the slow path
+                again_new = await repository.insert_events(conn, [full, second])
+            cols = ", ".join(EventRecord._fields)
+            cur = await conn.execute(f"SELECT {cols} FROM events WHERE id = ANY(%s) ORDER BY is_bot DESC, "
+                                     "props IS NULL", ([full.id, second.id],))
+            rows = await cur.fetchall()
+        finally:
+            await conn.close()
+        return first_new, again_new, rows
+
+    first_new, again_new, rows = asyncio.run(main())
+    assert first_new == {(full.id, t)} and again_new == {(second.id, t)}
+    assert len(rows) == 2
+    for sent, got in zip((full, second), rows):
+        got = dict(zip(EventRecord._fields, got))
+        want = sent._asdict()
+        want["props"] = None if sent.props is None else json.loads(sent.props)
+        assert got == want
 
 
 # -- the byte budget, on the database itself ----------------------------------------------------
