@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from analytics.auth.principal import INGEST, READ, Principal, set_principal
+from analytics.ingestion.bodies import batch_records
 from analytics.ingestion.enrich import UserAgentCache
 from analytics.ingestion.pipeline import Enricher
 from analytics.ingestion.schemas import EventCreateSchema
@@ -265,6 +266,23 @@ def test_body_ip_counts_only_from_an_ingest_principal():
     assert server_side.visitor_id == visitor_hash(salt, "192.0.2.1", UA, "site.example")
     no_store = enricher.to_record(ev, sender=Sender("203.0.113.5", "site.example", "", salt, False, False))
     assert no_store.ip_address is None and no_store.visitor_id == browser.visitor_id
+
+
+def test_a_batch_gives_each_event_what_it_would_get_alone():
+    """bodies.batch_records remembers each (address, user agent)'s visitor id and country for
+    the rest of the batch: with several of each, repeated and interleaved, from a server-side
+    sender, every event still gets its own."""
+    enricher = Enricher(UserAgentCache(10), timedelta(days=7), timedelta(seconds=60))
+    salt = b"m" * 32
+    who = Sender("203.0.113.5", "site.example", "header-ua", salt, False, True)
+    items = [{"page": f"/{i}", "ip_address": ip, **({"user_agent": ua} if ua else {})}
+             for i, (ip, ua) in enumerate([("8.8.8.8", UA), ("77.88.8.8", UA), ("8.8.8.8", "other"),
+                                           ("", UA), ("77.88.8.8", UA), ("8.8.8.8", None), ("8.8.8.8", UA)])]
+    got = batch_records(json.dumps(items).encode(), "application/json", 100, enricher, who)
+    alone = [enricher.to_record(EventCreateSchema.model_validate(i), sender=who) for i in items]
+    assert [(r.visitor_id, r.country) for r in got] == [(r.visitor_id, r.country) for r in alone]
+    assert [r.country for r in got] == ["US", "RU", "US", "", "RU", "US", "US"]
+    assert len({r.visitor_id for r in got}) == 5  # (8.8.8.8, UA) twice, (77.88.8.8, UA) twice
 
 
 def test_site_host_and_referrer_rules():

@@ -347,8 +347,9 @@ def batch_records(body: bytes, content_type: str, max_events: int, enricher: Enr
             events = None
         if events and len(events) <= max_events:
             now = datetime.now(timezone.utc)
+            memo: dict = {}  # this batch's visitor ids and countries (pipeline.Enricher.to_record)
             try:
-                return [enricher.to_record(ev, now, sender) for ev in events]
+                return [enricher.to_record(ev, now, sender, memo) for ev in events]
             except InvalidEvent:
                 pass
     return validate(parse_body(body, content_type, max_events), enricher, sender=sender)
