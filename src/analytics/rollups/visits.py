@@ -64,29 +64,37 @@ _EVENT_AS_VISIT = ", ".join(e for e, _ in _EVENT_AS_VISIT_COLS)
 _EVENT_AS_VISIT_NAMED = ", ".join(f"{e} AS {n}" for e, n in _EVENT_AS_VISIT_COLS)
 
 
-def islands(items: str, timeout: str) -> str:
-    """Visits-shaped rows of `items` (a relation name) merged into visits: per visitor, sorted by
-    start, a new visit begins where the start is more than `timeout` after every earlier end."""
-    first = "ORDER BY started, first_id"
+def islands(items: str, timeout: str, rowtype: str = "visits") -> str:
+    """Visits-shaped rows of `items` (a relation name, its columns those of `rowtype`) merged
+    into visits: per visitor, sorted by start, a new visit begins where the start is more than
+    `timeout` after every earlier end.
+
+    What comes from one row of a visit (its first event: first_id, os, browser, device, referrer
+    host; its entry; its exit) is picked as a whole row by one ordered aggregate each: three
+    sorts per visit. (One per column, as before revision 0013, was nine: two thirds of the
+    fold's aggregation time for a 1,000-event batch.)"""
+    first = "ORDER BY started, first_id))[1]"
     entry = "ORDER BY entry_at, entry_id) FILTER (WHERE entry_at IS NOT NULL))[1]"
     exit_ = "ORDER BY exit_at DESC, exit_id DESC) FILTER (WHERE exit_at IS NOT NULL))[1]"
-    return f"""SELECT visitor_id, min(started), max(ended), (array_agg(first_id {first}))[1],
-            sum(pageviews)::int, sum(events)::int, sum(interactions)::int,
-            min(entry_at), (array_agg(entry_id {entry}, coalesce((array_agg(entry_page {entry}, ''),
-            max(exit_at), (array_agg(exit_id {exit_}, coalesce((array_agg(exit_page {exit_}, ''),
-            (array_agg(os {first}))[1], (array_agg(browser {first}))[1], (array_agg(device {first}))[1],
-            (array_agg(referrer_host {first}))[1]
-        FROM (SELECT o.*, sum(brk) OVER (PARTITION BY visitor_id ORDER BY started, ended, first_id
-                                         ROWS UNBOUNDED PRECEDING) AS isl
-              FROM (SELECT i.*, CASE WHEN started - max(ended) OVER w > {timeout} THEN 1 ELSE 0 END AS brk
-                    FROM {items} i
-                    WINDOW w AS (PARTITION BY visitor_id ORDER BY started, ended, first_id
-                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) o) n
-        GROUP BY visitor_id, isl"""
+    return f"""SELECT visitor_id, lo, hi, (f).first_id, pv, ev, it,
+            ea, (en).entry_id, coalesce((en).entry_page, ''), xa, (ex).exit_id, coalesce((ex).exit_page, ''),
+            (f).os, (f).browser, (f).device, (f).referrer_host
+        FROM (SELECT visitor_id, min(started) AS lo, max(ended) AS hi, (array_agg(r {first} AS f,
+                     sum(pageviews)::int AS pv, sum(events)::int AS ev, sum(interactions)::int AS it,
+                     min(entry_at) AS ea, (array_agg(r {entry} AS en,
+                     max(exit_at) AS xa, (array_agg(r {exit_} AS ex
+              FROM (SELECT o.*, sum(brk) OVER (PARTITION BY visitor_id ORDER BY started, ended, first_id
+                                               ROWS UNBOUNDED PRECEDING) AS isl
+                    FROM (SELECT i.*, ROW(i.*)::{rowtype} AS r,
+                                 CASE WHEN started - max(ended) OVER w > {timeout} THEN 1 ELSE 0 END AS brk
+                          FROM {items} i
+                          WINDOW w AS (PARTITION BY visitor_id ORDER BY started, ended, first_id
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) o) n
+              GROUP BY visitor_id, isl) g"""
 
 
 def visits_ddl(schema: str) -> list[sql.Composable]:
-    """What revision 0009 creates (written out there in full)."""
+    """What revisions 0009 and 0013 create (written out there in full)."""
     s = sql.Identifier(schema)
     fold = f"""CREATE OR REPLACE FUNCTION {{s}}.visits_fold(batch {{s}}.visits[], timeout interval)
         RETURNS SETOF {{s}}.visits LANGUAGE plpgsql AS $fn$
@@ -105,7 +113,7 @@ def visits_ddl(schema: str) -> list[sql.Composable]:
                             AND v.ended >= span.lo - timeout AND v.started <= span.hi + timeout
                           RETURNING v.*),
                  items AS (SELECT * FROM b UNION ALL SELECT * FROM gone)
-            {islands("items", "timeout")};
+            {islands("items", "timeout", "{s}.visits")};
         END $fn$"""
     return [
         sql.SQL("CREATE TABLE IF NOT EXISTS {}.visits (" + COLUMNS_DDL + ")").format(s),
