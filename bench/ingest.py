@@ -217,13 +217,9 @@ def make_records(n: int):
 async def copy_rate(url: str, schema: str, records, *, via_service: bool, connections: int,
                     seconds: float, batch: int = 1000) -> float:
     """Rows/s over `seconds` with `connections` concurrent 1000-row transactions."""
-    from psycopg import sql
+    # (a) is the service's own COPY (binary, each column's type stated), into events alone.
+    from analytics.ingestion.repository import _copy_rows, insert_events
 
-    from analytics.ingestion.pipeline import COLUMNS
-    from analytics.ingestion.repository import insert_events
-
-    copy_stmt = sql.SQL("COPY events ({}) FROM STDIN").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS))
     done = 0
     deadline = time.monotonic() + seconds
 
@@ -240,9 +236,7 @@ async def copy_rate(url: str, schema: str, records, *, via_service: bool, connec
                     if via_service:
                         await insert_events(conn, rows)
                     else:
-                        async with conn.cursor().copy(copy_stmt) as cp:
-                            for r in rows:
-                                await cp.write_row(r)
+                        await _copy_rows(conn, "events", rows)
                 done += len(rows)
 
     t0 = time.monotonic()

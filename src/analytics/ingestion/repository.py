@@ -33,8 +33,8 @@ from psycopg.pq import Format
 from .pipeline import COLUMNS, EventRecord
 
 # The events table's type of each EventRecord field, in COLUMNS order (a binary COPY has no
-# casts: every value goes in its column's own binary form). tests/test_repository.py compares
-# them with the table.
+# casts: every value goes in its column's own binary form). tests/test_writer_isolation.py
+# compares them with the table.
 COLUMN_TYPES = {
     "id": "uuid", "time": "timestamptz", "page": "text", "ip_address": "text", "user_agent": "text",
     "referrer": "text", "referrer_host": "text", "session_id": "text", "duration": "int4",
