@@ -53,8 +53,11 @@ db-replica-status:
 run: venv db
 	exec $(VENV)/bin/gunicorn -c boot/gunicorn.conf.py main:app
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests together on one: every
+# module makes its own schema and servers on free ports, so files do not meet. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: venv-dev db browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 bench: venv-dev db
 	$(PY) -m bench $(BENCH_ARGS)
