@@ -64,6 +64,9 @@ def _tree(rev: str, into: Path) -> Path:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench before_after")
     ap.add_argument("--base", default=BASE, help="the earlier version (a git revision)")
+    ap.add_argument("--now", default=None,
+                    help="'now' is this git revision instead of the working tree: e.g. --base 19a3d17 "
+                         "--now 1f2d5c4 measures issue 10 alone, before issue 11 added to every event")
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each load")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=sorted({kind for _, kind, _, _ in LOADS}), action="append",
@@ -83,9 +86,10 @@ def main(argv: list[str]) -> int:
     single = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
     batch = write_lua(work / "batch.lua", _LUA_BATCH, ackdir)  # 1,000 events per request
     base_tree = ROOT if args.switches_off else _tree(args.base, work / "base")
+    now_tree = _tree(args.now, work / "now") if args.now else ROOT
     print(f"[bench] before_after: {os.cpu_count()} cores, load average {_loadavg()}, before = "
           + ("this tree with " + " ".join(f"{k}={v}" for k, v in SWITCHES_OFF.items()) if args.switches_off
-             else args.base), flush=True)
+             else args.base) + f", now = {args.now or 'this tree'}", flush=True)
     common = {"STATS_CACHE_TTL_SECONDS": "0"}
     servers: dict[str, Server] = {}
     best: dict[tuple[str, str], dict] = {}
@@ -98,8 +102,8 @@ def main(argv: list[str]) -> int:
         servers["before"] = Server(url, new_schema_name("bench_ba_before"), workers=2, root=base_tree,
                                    keys=base_has_keys, log_path=work / "before.log", env=base_env).start()
         # The limits of this tree are on, as in production, with amounts no load here reaches.
-        servers["now"] = Server(url, new_schema_name("bench_ba_now"), workers=2, log_path=work / "now.log",
-                                env={**common, **HIGH_RATE_LIMITS}).start()
+        servers["now"] = Server(url, new_schema_name("bench_ba_now"), workers=2, root=now_tree,
+                                log_path=work / "now.log", env={**common, **HIGH_RATE_LIMITS}).start()
         for srv in servers.values():
             wait_all_workers_ready(srv)
         gets = {}
