@@ -175,6 +175,41 @@ def test_every_field_round_trips_through_both_copy_paths(rschema):
         assert got == want
 
 
+def test_props_follow_the_connection_encoding_as_text_columns_do(rschema):
+    """A connection set to another client encoding (PGCLIENTENCODING, a role's default): props
+    arrive as sent, like the text columns (the server reads jsonb's text in that encoding)."""
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    rec = EventRecord(uuid.uuid4(), t, "/café", None, "ua", "", "", None, None, None, "Other", "Other",
+                      "other", False, None, "signup", '{"k": "é", "ç": "ü"}', "", "", "", "", "")
+
+    async def main():
+        conn = await _conn(rschema)
+        await conn.execute("SET client_encoding TO 'LATIN1'")
+        await conn.set_autocommit(False)
+        try:
+            async with conn.transaction():
+                await repository.insert_events(conn, [rec])
+            cur = await conn.execute("SELECT page, props::text FROM events WHERE id = %s", (rec.id,))
+            return await cur.fetchone()
+        finally:
+            await conn.close()
+
+    page, props = asyncio.run(main())
+    assert page == "/café" and json.loads(props) == {"k": "é", "ç": "ü"}
+
+
+def test_every_integer_the_write_path_makes_fits_its_column():
+    """The binary COPY sends integers in their column's width with no range check: a value past
+    it would be stored wrapped, not refused (the text COPY let the database refuse it)."""
+    from analytics.ingestion.schemas import MAX_DURATION_S
+    from analytics.privacy.visitor import visitor_hash
+
+    assert repository.COLUMN_TYPES["duration"] == "int4" and 0 < MAX_DURATION_S < 2 ** 31
+    assert repository.COLUMN_TYPES["visitor_id"] == "int8"
+    ids = [visitor_hash(bytes([i]) * 16, f"203.0.113.{i}", "ua", "") for i in range(256)]
+    assert all(-(2 ** 63) <= v < 2 ** 63 for v in ids) and min(ids) < 0 < max(ids)
+
+
 # -- the byte budget, on the database itself ----------------------------------------------------
 
 def test_caps_fit_every_index_at_their_worst_and_the_limit_is_real(rschema):

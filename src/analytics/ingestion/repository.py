@@ -54,8 +54,15 @@ class _JsonbTextDumper(Dumper):
     format = Format.BINARY
     oid = 3802  # jsonb
 
+    def __init__(self, cls: type, context=None) -> None:
+        super().__init__(cls, context)
+        # The server reads jsonb's text in the client encoding, as it does a text column's (which
+        # psycopg's own dumper encodes so): UTF-8 unless the connection says otherwise.
+        enc = self.connection.info.encoding if self.connection is not None else "utf-8"
+        self._encoding = "utf-8" if enc == "ascii" else enc
+
     def dump(self, obj: str) -> bytes:
-        return b"\x01" + obj.encode()
+        return b"\x01" + obj.encode(self._encoding)
 
 _STAGE = "events_stage"
 _RESET_AND_SAVEPOINT = f"DELETE FROM {_STAGE}; SAVEPOINT analytics_fast_copy".encode()
