@@ -46,6 +46,8 @@ class ReadsBusy(Exception):
 # connection broken in the meantime fails like any read during an outage (503). Writes always
 # check: the group-commit writer should not fail a batch on a stale connection.
 _READ_FRESH_S = 1.0
+# Every connection that writes or reads events speaks UTF-8 (make_pool, the importer).
+CLIENT_ENCODING = "UTF8"
 _reading: contextvars.ContextVar[bool] = contextvars.ContextVar("analytics_reading", default=False)
 
 
@@ -95,6 +97,9 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
         check=_check,
         reset=_returned,
         kwargs={"autocommit": False, "connect_timeout": max(1, int(settings.db_timeout)),
+                # UTF-8 whatever PGCLIENTENCODING or a role's default says: what clients send
+                # is Unicode, and a narrower encoding would refuse valid events and fail reads.
+                "client_encoding": CLIENT_ENCODING,
                 # analytics-api, or analytics-api-writer / -reader (pg_stat_activity tells them apart)
                 "application_name": "analytics-api" + ("" if name == "analytics" else f"-{name}")},
         reconnect_timeout=0,  # never give up reconnecting in the background

@@ -37,6 +37,7 @@ from typing import Iterator
 import psycopg
 
 from ..config import Settings, get_settings
+from ..db import CLIENT_ENCODING
 from ..ingestion.dberrors import DATA, RETRY, failure_kind, rejected_field, rejection_message
 from ..ingestion.enrich import UserAgentCache
 from ..ingestion.pipeline import EventRecord
@@ -287,7 +288,8 @@ class FileImport:
 async def import_file(settings: Settings, path: Path, args: argparse.Namespace, out) -> ckpt.Checkpoint:
     inp = detect(path, args.format)
     fp = ckpt.fingerprint(path)
-    async with await psycopg.AsyncConnection.connect(str(settings.database_url), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(str(settings.database_url), autocommit=True,
+                                                     client_encoding=CLIENT_ENCODING) as conn:
         await conn.execute("SELECT set_config('search_path', %s, false)", (f"{settings.db_schema}, public",))
         # One importer per file at a time; the lock goes with the connection (kill -9 included).
         cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 12))", (fp,))
