@@ -361,6 +361,7 @@ def test_unreachable_database_opens_the_circuit(db_url):
     (E.CheckViolation(), dberrors.DATA),
     (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), dberrors.DATA),
     (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), dberrors.DATA),
+    (OverflowError("int too big to convert"), dberrors.DATA),  # psycopg's int8 dumper, past 2**63
     (E.DeadlockDetected(), dberrors.RETRY),
     (E.SerializationFailure(), dberrors.RETRY),
     (E.QueryCanceled(), dberrors.BUSY),

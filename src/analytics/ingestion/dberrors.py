@@ -40,7 +40,7 @@ def failure_kind(exc: BaseException) -> str:
         return STALLED
     if isinstance(exc, (PoolTimeout, OSError, psycopg.InterfaceError)):
         return DOWN
-    if isinstance(exc, UnicodeError):
+    if isinstance(exc, (UnicodeError, OverflowError)):  # a value the binary COPY cannot send
         return DATA
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate or ""
