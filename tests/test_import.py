@@ -215,6 +215,20 @@ def _rejects(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+def test_a_latin1_environment_still_imports_any_text(db_url, source):
+    """PGCLIENTENCODING=LATIN1 (or a role's default) changes nothing: the importer speaks UTF-8."""
+    page = "/页面/ü/🙂"
+    rows = [{**r, "page": page} for r in source["rows"][:20]]
+    path = write_ndjson(source["dir"] / "latin1.ndjson", rows)
+    schema = fresh_schema(source)
+    proc = subprocess.run([sys.executable, "-m", "analytics", "import", str(path)], cwd=ROOT, timeout=300,
+                          env={**_env(db_url, schema), "PGCLIENTENCODING": "LATIN1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "20 rows: 20 stored, 0 duplicates, 0 rejected" in summary(proc)
+    with connect(db_url, schema) as conn:
+        assert conn.execute("SELECT array_agg(DISTINCT page) FROM events").fetchone()[0] == [page]
+
+
 def test_bad_rows_go_to_the_rejects_file(db_url, source):
     path = write_ndjson(source["dir"] / "bad.ndjson", source["rows"][:200], BAD_LINES)
     schema = fresh_schema(source)
