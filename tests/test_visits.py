@@ -31,8 +31,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from analytics.ingestion.repository import hook_ctes
 from analytics.rollups.maintain import ingest_statements as rollup_ingest_statements
-from analytics.rollups.visits import ROLLUPS as VISIT_ROLLUPS, ingest_statement
+from analytics.rollups.visits import ROLLUPS as VISIT_ROLLUPS, ingest_hook as visits_ingest_hook
 from support import ROOT, SRC, Server, connect, drop_schema, new_schema_name
 
 UTC = timezone.utc
@@ -163,12 +164,8 @@ def insert_named(conn, rows: list[Ev]) -> None:
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     params = [x for e in rows for x in (e.id, e.time, e.page, e.name, e.os, e.browser, e.device,
                                         e.referrer_host, e.visitor_id, e.is_bot)]
-    ctes = []
-    for i, item in enumerate([*rollup_ingest_statements(), ingest_statement()]):
-        if isinstance(item, tuple):  # an intermediate result the later statements read
-            ctes.append(f"{item[0]} AS MATERIALIZED ({item[1].as_string(conn)})")
-        else:
-            ctes.append(f"hook_{i} AS ({item.as_string(conn)})")
+    # the hooks rollups.install() registers, composed as the writer composes them
+    ctes = [c.as_string(conn) for c in hook_ctes([rollup_ingest_statements, visits_ingest_hook])]
     conn.execute(f"""WITH ins AS (INSERT INTO events (id, time, page, name, os, browser, device, referrer_host,
                                                      visitor_id, is_bot)
                                  VALUES {values} RETURNING *),

@@ -101,15 +101,21 @@ def _with_hooks(ins: sql.Composable, final: sql.Composable, *, take: bool) -> sq
     take=False only reads them (the fast path empties the table before it fills it)."""
     staged = "DELETE FROM {} RETURNING *" if take else "SELECT * FROM {}"
     ctes = [sql.SQL("staged AS (" + staged + ")").format(sql.Identifier(_STAGE)),
-            sql.SQL("ins AS ({})").format(ins)]
-    for i, hook in enumerate(_hooks):
+            sql.SQL("ins AS ({})").format(ins), *hook_ctes(_hooks)]
+    return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(ctes), final)
+
+
+def hook_ctes(hooks: Sequence[InsertHook]) -> list[sql.Composable]:
+    """The hooks' items as CTEs that follow one named `ins` (tests compose them after their own)."""
+    ctes: list[sql.Composable] = []
+    for i, hook in enumerate(hooks):
         for j, item in enumerate(hook()):
             if isinstance(item, tuple):
                 name, query = item
                 ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(sql.Identifier(name), query))
             else:
                 ctes.append(sql.SQL("{} AS ({})").format(sql.Identifier(f"hook_{i}_{j}"), item))
-    return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(ctes), final)
+    return ctes
 
 
 _statements: dict[tuple, tuple[bytes, bytes]] = {}
