@@ -11,6 +11,9 @@ from wrk in a separate process on loopback, it prints in one run:
   (b)  POST /api/events/batch with 1,000-event batches: events/s, b/a and b/a';
   (c)  single-event POST /api/events/ at 64 connections: req/s, p50, p99, and the acknowledged
        events (2xx, ids read from the answers) that are not in the database (must be 0);
+       With (c) and the floor, who used the cores (bench/cpusplit.py): the workers, the
+       database and wrk, in CPU microseconds per request, and the share of the machine that was
+       idle or taken by the host (steal);
   (d)  the same single-event load against bench/seedlike.py (one INSERT + one COMMIT per
        request, seed 004's way), started with the same gunicorn command, and c/d.
 
@@ -39,6 +42,8 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 import psycopg  # noqa: E402
 
 from support import Server, database_url, drop_schema, new_schema_name  # noqa: E402
+
+from bench import cpusplit  # noqa: E402
 
 # The event mix, shared by the Lua load scripts and the rows of (a): one source of truth.
 USER_AGENTS = [
@@ -462,7 +467,9 @@ def main(argv: list[str]) -> int:
             procs["b"] = process_line(worker_stats(srv))
 
             before_stats = writer_stats(srv)
+            cpu0 = cpusplit.snapshot(srv.proc.pid)
             c = run_wrk(wrk, srv.url + "/api/events/", single_lua, 64, args.seconds)
+            c["cpu"] = cpusplit.per_request(cpu0, cpusplit.snapshot(srv.proc.pid), c["requests"])
             after_stats = writer_stats(srv)
             procs["c"] = process_line(worker_stats(srv))
             flushes = sum(v["flushes"] - before_stats.get(pid, {}).get("flushes", 0)
@@ -475,7 +482,10 @@ def main(argv: list[str]) -> int:
             acks += new_acks
             runs["c"].append(c)
 
+            cpu0 = cpusplit.snapshot(floor.proc.pid)
             runs["f"].append(run_wrk(wrk, floor.url + "/api/events/", single_lua, 64, args.seconds))
+            runs["f"][-1]["cpu"] = cpusplit.per_request(cpu0, cpusplit.snapshot(floor.proc.pid),
+                                                        runs["f"][-1]["requests"])
             read_acks(ackdir)
             line = (f"        a {runs['a'][-1]['rate']:,.0f} rows/s | a' {runs['a2'][-1]['rate']:,.0f} rows/s"
                     f" | b {b['rate']:,.0f} ev/s | c {c['rate']:,.0f} req/s p99 {c['p99']:.0f} ms"
@@ -534,8 +544,10 @@ def report(o: dict, *, hooks: int, rounds: int, acked: int, missing: int, batch_
     print(f"     {c_run['per_flush']:.1f} events per COMMIT on average; deadlock/serialization retries: "
           f"{c_run['retries']}")
     print(f"     workers after (c): {procs.get('c', 'n/a')}")
+    print(f"     CPU during (c): {cpusplit.line(c_run.get('cpu'))}")
     print(f"floor: the same load against bench/floor.py (validate, 201, no database) {f:>10,.0f} req/s"
           f"   p50 {f_run['p50']:.1f} ms, p99 {f_run['p99']:.1f} ms; non-2xx {f_run['non2xx']}")
+    print(f"     CPU during floor: {cpusplit.line(f_run.get('cpu'))}")
     print(f"     c/floor = {c / f:.2f}   target >= 0.6: {mark(c / f >= 0.6)}")
     if "d" in o:
         d, d_run = o["d"]["rate"], o["d"]

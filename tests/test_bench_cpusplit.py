@@ -1,0 +1,53 @@
+"""bench/cpusplit.py: the CPU split the ingest benchmark prints (who used the cores during a load)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import cpusplit  # noqa: E402
+
+
+def test_per_request_splits_cpu_seconds_into_microseconds_per_request():
+    before = cpusplit.Snapshot(workers=1.0, database=2.0, loadgen=0.5, busy=10.0, idle=5.0, stolen=0.0)
+    after = cpusplit.Snapshot(workers=2.0, database=2.5, loadgen=0.6, busy=11.8, idle=5.1, stolen=0.1)
+    s = cpusplit.per_request(before, after, 1000)
+    assert round(s["workers"]) == 1000 and round(s["database"]) == 500 and round(s["loadgen"]) == 100
+    assert round(s["other"]) == 200  # busy 1.8 s, of which 1.6 s is accounted for
+    assert abs(s["idle_share"] - 0.1 / 2.0) < 1e-9 and abs(s["stolen_share"] - 0.1 / 2.0) < 1e-9
+    assert "workers 1000 us, database 500 us, wrk 100 us, other 200 us" in cpusplit.line(s)
+
+
+def test_snapshot_counts_the_cpu_of_a_servers_children():
+    """The 'server' here is a process whose child (started after the first snapshot) burns CPU:
+    its seconds show up as workers'."""
+    burner = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys, time\ntime.sleep(1)\np = subprocess.Popen([sys.executable, '-c', {burner!r}])\n"
+                               "time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        first = cpusplit.snapshot(parent.pid)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = cpusplit.snapshot(parent.pid)
+            if now.workers - first.workers >= 0.2:
+                break
+            time.sleep(0.1)
+        assert now.workers - first.workers >= 0.2
+        assert now.busy > first.busy
+    finally:
+        for pid in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split():
+            subprocess.run(["kill", pid], check=False)
+        parent.kill()
+        parent.wait()
+
+
+def test_a_database_process_that_ends_between_snapshots_does_not_count_negative():
+    before = cpusplit.Snapshot(0.0, {"10": 5.0, "11": 3.0}, 0.0, 1.0, 1.0, 0.0)
+    after = cpusplit.Snapshot(0.0, {"10": 5.5, "12": 0.25}, 0.0, 2.0, 1.0, 0.0)  # 11 ended, 12 started
+    assert round(cpusplit.per_request(before, after, 1)["database"]) == 750_000
