@@ -13,7 +13,9 @@ their cost alone, without what issues 11 and 12 added to every event since.
 The same wrk loads in alternating rounds: single-event POSTs (64 connections), batches of 1,000
 events (4 connections) and a dashboard read (GET /api/v1/stats/totals, 16 connections, stats
 cache off so every answer runs its query). Each figure is the best of its rounds; now/before is
-the ratio.
+the ratio. Then, for each load, the median CPU per request of the workers and of the database
+(bench/cpusplit.py; the other server idles meanwhile), steadier than rates on a shared machine,
+and how much of the cores the host took (steal).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from .ingest import _LUA_BATCH, _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
-from .ratelimit import _workers_cpu_s
+from . import cpusplit
 from support import ROOT, Server, database_url, drop_schema  # noqa: E402 (bench.ingest puts tests/ on the path)
 from support import HIGH_RATE_LIMITS, new_schema_name  # noqa: E402
 
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> int:
     common = {"STATS_CACHE_TTL_SECONDS": "0"}
     servers: dict[str, Server] = {}
     best: dict[tuple[str, str], dict] = {}
-    cpu_us: dict[tuple[str, str], list[float]] = {}
+    cpu_us: dict[tuple[str, str], list[dict]] = {}  # CPU split per request (bench/cpusplit.py)
     try:
         # A version with API keys (issue 10 on) reads with a read key, as this one does.
         base_has_keys = (base_tree / "src" / "analytics" / "auth" / "keys.py").exists() and not args.switches_off
@@ -115,10 +117,10 @@ def main(argv: list[str]) -> int:
             for name, srv in servers.items():
                 scripts = {"single": single, "batch": batch, "get": gets[name]}
                 for load, kind, path, conns in loads:
-                    cpu = _workers_cpu_s(srv)
+                    cpu = cpusplit.snapshot(srv.proc.pid)
                     r = run_wrk(wrk, srv.url + path, scripts[kind], conns, args.seconds)
                     cpu_us.setdefault((load, name), []).append(
-                        (_workers_cpu_s(srv) - cpu) / max(1, r["requests"]) * 1e6)
+                        cpusplit.per_request(cpu, cpusplit.snapshot(srv.proc.pid), r["requests"]))
                     if r["rate"] > best.get((load, name), {}).get("rate", -1):
                         best[(load, name)] = r
     finally:
@@ -130,8 +132,13 @@ def main(argv: list[str]) -> int:
         print(f"{load:26s} before {b['rate']:8,.0f} req/s p99 {b['p99']:6.1f} ms   "
               f"now {n['rate']:8,.0f} req/s p99 {n['p99']:6.1f} ms   now/before = {n['rate'] / b['rate']:.2f}   "
               f"(non-2xx: before {b['non2xx']}, now {n['non2xx']})")
-    for load, *_ in loads:  # medians: steadier than rates
-        b, n = (sorted(cpu_us[(load, k)])[len(cpu_us[(load, k)]) // 2] for k in ("before", "now"))
-        print(f"{load:26s} workers' CPU per request: before {b:5.0f} us   now {n:5.0f} us   "
-              f"now/before = {n / b:.2f}")
+    for load, *_ in loads:  # medians: steadier than rates (the other server idles meanwhile)
+        for part, label in (("workers", "workers'"), ("database", "database")):
+            b, n = (sorted(s[part] for s in cpu_us[(load, k)])[len(cpu_us[(load, k)]) // 2]
+                    for k in ("before", "now"))
+            print(f"{load:26s} {label:9s} CPU per request: before {b:5.0f} us   now {n:5.0f} us   "
+                  f"now/before = {n / b:.2f}" if b > 0 else f"{load:26s} {label} CPU: n/a")
+    stolen = [s["stolen_share"] for v in cpu_us.values() for s in v]
+    if stolen:
+        print(f"CPU taken by the host during the loads (steal): {min(stolen):.0%} to {max(stolen):.0%}")
     return 0
