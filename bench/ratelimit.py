@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import cpusplit
 from .fastpath import _LUA_GET
 from .ingest import _LUA_SINGLE, _loadavg, ensure_wrk, run_wrk, wait_all_workers_ready, write_lua
 from support import Server, database_url, drop_schema  # noqa: E402 (bench.ingest puts tests/ on the path)
@@ -35,17 +36,7 @@ LOADS = (("POST /api/events/", "single", "/api/events/", 64),
 
 def _workers_cpu_s(srv: Server) -> float:
     """User + system CPU seconds of the server's worker processes (the master's children)."""
-    pid = srv.proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for child in children:
-        try:
-            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / tick
+    return cpusplit.snapshot(srv.proc.pid).workers
 
 
 async def _per_hit_us(storage, others: int, n: int = 3000) -> float:
