@@ -97,3 +97,28 @@ def line(split: dict[str, float] | None) -> str:
             f"wrk {split['loadgen']:.0f} us, other {split['other']:.0f} us per request; "
             f"machine idle {split['idle_share'] * 100:.0f}%, stolen by the host "
             f"{split['stolen_share'] * 100:.0f}%")
+
+
+def budget(service: dict[str, float], floor: dict[str, float], target: float) -> dict[str, float]:
+    """What a ratio target (service rate >= target x floor rate, on the same cores) allows per
+    request, from the CPU both loads used per request.
+
+    At full use of the same cores, rates go inversely with the CPU per request, so the target
+    allows the floor's whole CPU per request (workers, database, wrk, other) divided by the
+    target. `ceiling` is the ratio the service would reach if its database cost nothing: the
+    floor's CPU per request over the service's workers' and wrk's alone."""
+    def total(s: dict[str, float]) -> float:
+        return s["workers"] + s["database"] + s["loadgen"] + s["other"]
+    allowed = total(floor) / target
+    used = service["workers"] + service["database"] + service["loadgen"]
+    return {"allowed": allowed, "used": used,
+            "ceiling": total(floor) / max(1e-9, service["workers"] + service["loadgen"])}
+
+
+def budget_line(service: dict[str, float] | None, floor: dict[str, float] | None, target: float) -> str:
+    if not service or not floor:
+        return "n/a"
+    b = budget(service, floor, target)
+    return (f"{target} of the floor allows {b['allowed']:.0f} us of CPU per request (workers + database + wrk);"
+            f" (c) used {b['used']:.0f} us. With a database that cost nothing, (c)'s workers would reach"
+            f" c/floor {b['ceiling']:.2f}")

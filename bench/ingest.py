@@ -423,7 +423,7 @@ def main(argv: list[str]) -> int:
     single_lua = write_lua(work / "single.lua", _LUA_SINGLE, ackdir)
     batch_lua = write_lua(work / "batch.lua", _LUA_BATCH, ackdir)
     conns_b = 4
-    runs: dict[str, list[dict]] = {k: [] for k in ("a", "a2", "b", "c", "f", "d")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("a", "a2", "b", "c", "c0", "f", "d")}
     acks: list[str] = []
     batch_short: list[str] = []
     procs: dict[str, str] = {}
@@ -440,6 +440,11 @@ def main(argv: list[str]) -> int:
                        env=bench_env)
         servers.append(floor.start())
         wait_all_workers_ready(floor)
+        # The service without its insert hooks (bench/nohooks.py): what the rollups cost single events.
+        nohooks = Server(url, schema, workers=2, app="bench.nohooks:app", log_path=work / "nohooks.log",
+                         env={**bench_env, "ACCESS_LOG": "true"})
+        servers.append(nohooks.start())
+        wait_all_workers_ready(nohooks)
         base = None
         if not args.history:  # (d) is the issue-3 comparison, on an empty schema
             base = Server(url, schema, workers=2, app="bench.seedlike:app", log_path=work / "seedlike.log", keys=False,
@@ -482,6 +487,12 @@ def main(argv: list[str]) -> int:
             acks += new_acks
             runs["c"].append(c)
 
+            cpu0 = cpusplit.snapshot(nohooks.proc.pid)
+            runs["c0"].append(run_wrk(wrk, nohooks.url + "/api/events/", single_lua, 64, args.seconds))
+            runs["c0"][-1]["cpu"] = cpusplit.per_request(cpu0, cpusplit.snapshot(nohooks.proc.pid),
+                                                         runs["c0"][-1]["requests"])
+            read_acks(ackdir)  # its events are not checked: (c) is the durability check
+
             cpu0 = cpusplit.snapshot(floor.proc.pid)
             runs["f"].append(run_wrk(wrk, floor.url + "/api/events/", single_lua, 64, args.seconds))
             runs["f"][-1]["cpu"] = cpusplit.per_request(cpu0, cpusplit.snapshot(floor.proc.pid),
@@ -489,6 +500,7 @@ def main(argv: list[str]) -> int:
             read_acks(ackdir)
             line = (f"        a {runs['a'][-1]['rate']:,.0f} rows/s | a' {runs['a2'][-1]['rate']:,.0f} rows/s"
                     f" | b {b['rate']:,.0f} ev/s | c {c['rate']:,.0f} req/s p99 {c['p99']:.0f} ms"
+                    f" | c0 {runs['c0'][-1]['rate']:,.0f} req/s"
                     f" | floor {runs['f'][-1]['rate']:,.0f} req/s")
             if base is not None:
                 runs["d"].append(run_wrk(wrk, base.url + "/api/events/", single_lua, 64, args.seconds))
@@ -549,6 +561,13 @@ def report(o: dict, *, hooks: int, rounds: int, acked: int, missing: int, batch_
           f"   p50 {f_run['p50']:.1f} ms, p99 {f_run['p99']:.1f} ms; non-2xx {f_run['non2xx']}")
     print(f"     CPU during floor: {cpusplit.line(f_run.get('cpu'))}")
     print(f"     c/floor = {c / f:.2f}   target >= 0.6: {mark(c / f >= 0.6)}")
+    if "c0" in o:
+        c0, c0_run = o["c0"]["rate"], o["c0"]
+        print(f"(c0) the same load against the service without its insert hooks (bench/nohooks.py: COPY only,"
+              f" no rollups, no visits) {c0:,.0f} req/s   p50 {c0_run['p50']:.1f} ms, p99 {c0_run['p99']:.1f} ms")
+        print(f"     CPU during (c0): {cpusplit.line(c0_run.get('cpu'))}")
+        print(f"     c0/floor = {c0 / f:.2f}   c/c0 = {c / c0:.2f}   (what folding every COMMIT into the rollups costs)")
+    print(f"     CPU budget: {cpusplit.budget_line(c_run.get('cpu'), f_run.get('cpu'), 0.6)}")
     if "d" in o:
         d, d_run = o["d"]["rate"], o["d"]
         print(f"(d)  one INSERT + COMMIT per request (bench/seedlike.py)     {d:>10,.0f} req/s"

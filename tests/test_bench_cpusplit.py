@@ -51,3 +51,26 @@ def test_a_database_process_that_ends_between_snapshots_does_not_count_negative(
     before = cpusplit.Snapshot(0.0, {"10": 5.0, "11": 3.0}, 0.0, 1.0, 1.0, 0.0)
     after = cpusplit.Snapshot(0.0, {"10": 5.5, "12": 0.25}, 0.0, 2.0, 1.0, 0.0)  # 11 ended, 12 started
     assert round(cpusplit.per_request(before, after, 1)["database"]) == 750_000
+
+
+def test_budget_says_what_a_ratio_target_allows_per_request():
+    floor = {"workers": 300.0, "database": 0.0, "loadgen": 50.0, "other": 10.0}
+    service = {"workers": 520.0, "database": 340.0, "loadgen": 50.0, "other": 0.0}
+    b = cpusplit.budget(service, floor, 0.6)
+    assert round(b["allowed"]) == 600 and round(b["used"]) == 910
+    assert abs(b["ceiling"] - 360 / 570) < 1e-9
+    line = cpusplit.budget_line(service, floor, 0.6)
+    assert "allows 600 us" in line and "used 910 us" in line and "c/floor 0.63" in line
+    assert cpusplit.budget_line(None, floor, 0.6) == "n/a"
+
+
+def test_nohooks_app_is_the_service_without_its_insert_hooks():
+    """bench/nohooks.py, the (c0) load of the ingest benchmark: the service's app with no hook,
+    where the service itself registers the rollups' and the visits' hooks."""
+    def hooks(module: str) -> int:
+        code = f"import {module}\nfrom analytics.ingestion.repository import hook_count\nprint(hook_count())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"})
+        return int(out.stdout.strip().splitlines()[-1])
+    assert hooks("main") == 2
+    assert hooks("bench.nohooks") == 0
