@@ -21,8 +21,8 @@ RUN chmod 0755 /app/boot/docker-run.sh \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app \
        --shell /usr/sbin/nologin app
 
-# Non-root from here on. Its home is writable because gunicorn puts its control socket
-# in $HOME/.gunicorn/ by default.
+# Non-root from here on, with a home of its own (gunicorn's control socket, which would live
+# there, is disabled in boot/gunicorn.conf.py).
 ENV HOME=/home/app
 USER 10001:10001
 

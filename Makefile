@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/src
 
-# Use an external database when one is configured; otherwise the project-local cluster.
-EXTERNAL_DB := $(strip $(DATABASE_URL)$(POSTGRES_HOST))
+# Use an external database when one is configured (in the environment, or in a .env file at the
+# repository root, which the service reads too); otherwise the project-local cluster.
+ENV_FILE_DB := $(shell test -f .env && sed -n -E 's/^[[:space:]]*(DATABASE_URL|POSTGRES_HOST)[[:space:]]*=[[:space:]]*([^[:space:]\#]+).*/\2/p' .env)
+EXTERNAL_DB := $(strip $(DATABASE_URL)$(POSTGRES_HOST)$(ENV_FILE_DB))
 ifeq ($(EXTERNAL_DB),)
 export LOCAL_DB_PORT ?= 54329
 export DATABASE_URL := postgresql://postgres@127.0.0.1:$(LOCAL_DB_PORT)/analytics

@@ -1,18 +1,24 @@
-"""Gunicorn settings shared by `make run`, the Docker image and the benchmarks."""
+"""Gunicorn settings shared by `make run`, the Docker image and the benchmarks.
+
+Read through python-decouple like the app's own settings (src/analytics/config.py): the
+environment first, then a `.env` file found from this directory upward (the repository root's).
+"""
 import os
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8002')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from decouple import config
+
+bind = f"{config('HOST', default='127.0.0.1')}:{config('PORT', default=8002, cast=int)}"
+workers = config("WEB_CONCURRENCY", default=2, cast=int)
 # uvicorn's worker, without uvicorn's own X-Forwarded-For handling: TRUSTED_PROXIES decides
 # (src/analytics/web/worker.py).
 worker_class = "analytics.web.worker.Worker"
 # Graceful shutdown: the event writer flushes what it accepted before the worker exits.
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
-timeout = int(os.environ.get("WORKER_TIMEOUT", "60"))
+graceful_timeout = config("GRACEFUL_TIMEOUT", default=30, cast=int)
+timeout = config("WORKER_TIMEOUT", default=60, cast=int)
 keepalive = 5
 accesslog = None  # the app writes its own structured access log
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = config("LOG_LEVEL", default="info").lower()
 chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Gunicorn 27's control socket defaults to one path per user; several servers on one machine
 # (tests, benchmarks) would fight over it, and we do not use it.
@@ -28,7 +34,9 @@ import glob
 import shutil
 import tempfile
 
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# prometheus-client reads it from the environment: a value from .env is put there.
+if config("PROMETHEUS_MULTIPROC_DIR", default=""):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = config("PROMETHEUS_MULTIPROC_DIR")
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(_stale)

@@ -1,7 +1,7 @@
 """`python -m analytics COMMAND ...`: the operator's commands, one module each.
 
-  keys      create, list and revoke API keys        (analytics.auth.cli)
-  privacy   scrub stored IP addresses               (analytics.privacy.cli)
+  keys      create, list, share and revoke API keys (analytics.auth.cli)
+  privacy   scrub stored IP addresses, replace today's visitor salt (analytics.privacy.cli)
   migrate   schema migrations (also: python -m analytics.migrations)
   rollups   rebuild rollups  (also: python -m analytics.rollups)
   retention drop raw events and rollups past RETENTION_DAYS / ROLLUP_RETENTION_DAYS now

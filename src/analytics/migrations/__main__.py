@@ -5,7 +5,7 @@
   history             every revision, newest first
   heads               the head revision(s) of this code
   stamp REV           record REV as applied without running anything (repairs only)
-  revision -m MSG     a new, empty revision file after the head, numbered next (0002, ...)
+  revision -m MSG     a new, empty revision file after the head, numbered after the head (0014, ...)
   ddl                 the DDL this code's helpers render, for writing a revision by hand
 """
 from __future__ import annotations
