@@ -5,20 +5,21 @@ environment first, then a `.env` file found from this directory upward (the repo
 """
 import os
 
-from decouple import config
+# Not named `config` here: gunicorn takes every module-level name that is one of its settings.
+from decouple import config as setting
 
-bind = f"{config('HOST', default='127.0.0.1')}:{config('PORT', default=8002, cast=int)}"
-workers = config("WEB_CONCURRENCY", default=2, cast=int)
+bind = f"{setting('HOST', default='127.0.0.1')}:{setting('PORT', default=8002, cast=int)}"
+workers = setting("WEB_CONCURRENCY", default=2, cast=int)
 # uvicorn's worker, without uvicorn's own X-Forwarded-For handling: TRUSTED_PROXIES decides
 # (src/analytics/web/worker.py).
 worker_class = "analytics.web.worker.Worker"
 # Graceful shutdown: the event writer flushes what it accepted before the worker exits.
-graceful_timeout = config("GRACEFUL_TIMEOUT", default=30, cast=int)
-timeout = config("WORKER_TIMEOUT", default=60, cast=int)
+graceful_timeout = setting("GRACEFUL_TIMEOUT", default=30, cast=int)
+timeout = setting("WORKER_TIMEOUT", default=60, cast=int)
 keepalive = 5
 accesslog = None  # the app writes its own structured access log
 errorlog = "-"
-loglevel = config("LOG_LEVEL", default="info").lower()
+loglevel = setting("LOG_LEVEL", default="info").lower()
 chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Gunicorn 27's control socket defaults to one path per user; several servers on one machine
 # (tests, benchmarks) would fight over it, and we do not use it.
@@ -35,8 +36,8 @@ import shutil
 import tempfile
 
 # prometheus-client reads it from the environment: a value from .env is put there.
-if config("PROMETHEUS_MULTIPROC_DIR", default=""):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = config("PROMETHEUS_MULTIPROC_DIR")
+if setting("PROMETHEUS_MULTIPROC_DIR", default=""):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = setting("PROMETHEUS_MULTIPROC_DIR")
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(_stale)

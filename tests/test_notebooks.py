@@ -22,3 +22,20 @@ def test_send_and_read_notebook_runs(server, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
     assert "operating_system" in text  # the aggregate rows were printed
+
+
+@pytest.mark.skipif(not JUPYTER.exists() and not shutil.which("jupyter"), reason="jupyter not installed")
+def test_sqlmodel_notebook_reads_the_services_schema(server, tmp_path):
+    """The second notebook reads the events table of the service's DB_SCHEMA (a test schema
+    here, not public) with SQLModel and time_bucket."""
+    import httpx
+    r = httpx.post(server.url + "/api/events/", json={"page": "/notebook-02-probe"}, timeout=10)
+    assert r.status_code == 201, r.text
+    nb = ROOT / "notebooks" / "02-sqlmodel-queries.ipynb"
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "DATABASE_URL": server.database_url, "DB_SCHEMA": server.env["DB_SCHEMA"]}
+    r = subprocess.run([str(JUPYTER), "nbconvert", "--to", "notebook", "--execute", str(nb),
+                        "--output", str(out), "--ExecutePreprocessor.timeout=60"],
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "/notebook-02-probe" in out.read_text()  # the latest events, printed by the last cell

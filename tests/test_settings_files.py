@@ -12,28 +12,34 @@ from pathlib import Path
 
 from support import ROOT
 
-_SHOW_GUNICORN = ("import runpy; c = runpy.run_path('boot/gunicorn.conf.py'); "
-                  "print(c['bind'], c['workers'], c['graceful_timeout'], c['timeout'], c['loglevel'])")
-
-
 def _env_without(*names: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
 
 
-def _gunicorn_settings(tree: Path) -> list[str]:
-    env = _env_without("HOST", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "WORKER_TIMEOUT", "LOG_LEVEL")
-    out = subprocess.run([sys.executable, "-c", _SHOW_GUNICORN], cwd=tree, env=env, capture_output=True,
-                         text=True, check=True)
-    return out.stdout.split()
+def _gunicorn_settings(tree: Path) -> dict[str, str]:
+    """The settings gunicorn itself resolves from the config file (`--print-config`), for a
+    trivial app in `tree`."""
+    env = {**_env_without("HOST", "PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "WORKER_TIMEOUT", "LOG_LEVEL"),
+           "PYTHONPATH": str(ROOT / "src")}  # the worker class, analytics.web.worker
+    out = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "--print-config", "-c",
+                          "boot/gunicorn.conf.py", "main:app"], cwd=tree, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    shown = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+    return {k.strip(): shown[k].strip() for k in shown
+            if k.strip() in ("bind", "workers", "graceful_timeout", "timeout", "loglevel")}
 
 
 def test_gunicorn_settings_come_from_dotenv_at_the_repository_root(tmp_path):
     (tmp_path / "boot").mkdir()
+    (tmp_path / "src").mkdir()
     shutil.copy(ROOT / "boot" / "gunicorn.conf.py", tmp_path / "boot")
-    assert _gunicorn_settings(tmp_path) == ["127.0.0.1:8002", "2", "30", "60", "info"]  # the defaults
+    (tmp_path / "src" / "main.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    assert _gunicorn_settings(tmp_path) == {  # the defaults
+        "bind": "['127.0.0.1:8002']", "workers": "2", "graceful_timeout": "30", "timeout": "60", "loglevel": "info"}
     (tmp_path / ".env").write_text("HOST=0.0.0.0\nPORT=9123\nWEB_CONCURRENCY=3\nGRACEFUL_TIMEOUT=5\n"
                                    "WORKER_TIMEOUT=7\nLOG_LEVEL=WARNING\n")
-    assert _gunicorn_settings(tmp_path) == ["0.0.0.0:9123", "3", "5", "7", "warning"]
+    assert _gunicorn_settings(tmp_path) == {
+        "bind": "['0.0.0.0:9123']", "workers": "3", "graceful_timeout": "5", "timeout": "7", "loglevel": "warning"}
 
 
 def _make_db(tree: Path) -> str:
@@ -61,7 +67,7 @@ def test_every_setting_has_a_line_in_the_readme():
     section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     names = set()
     for path in (ROOT / "src" / "analytics" / "config.py", ROOT / "boot" / "gunicorn.conf.py"):
-        names |= set(re.findall(r"""config\(\s*["']([A-Z][A-Z0-9_]+)["']""", path.read_text()))
+        names |= set(re.findall(r"""(?:config|setting)\(\s*["']([A-Z][A-Z0-9_]+)["']""", path.read_text()))
     assert len(names) > 60  # the pattern still finds them
     missing = sorted(n for n in names if f"`{n}`" not in section)
     assert not missing, f"settings without a README line: {missing}"
