@@ -17,7 +17,7 @@ import os
 import sys
 
 SUITES = ("ingest", "query", "dashboard", "export", "ua", "fastpath", "keys", "metrics", "ratelimit",
-          "visitors", "visits", "retention", "import", "before_after", "curve", "geo")
+          "visitors", "visits", "retention", "import", "before_after", "curve", "geo", "deferred")
 
 
 def _all(rest: list[str]) -> int:

@@ -1,6 +1,8 @@
-"""bench/cpusplit.py: the CPU split the ingest benchmark prints (who used the cores during a load)."""
+"""The benchmarks' own parts: bench/cpusplit.py (who used the cores during a load, and what a ratio
+target allows), and the variants of the service they run (bench/nohooks.py, bench/deferred_app.py)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -67,10 +69,25 @@ def test_budget_says_what_a_ratio_target_allows_per_request():
 def test_nohooks_app_is_the_service_without_its_insert_hooks():
     """bench/nohooks.py, the (c0) load of the ingest benchmark: the service's app with no hook,
     where the service itself registers the rollups' and the visits' hooks."""
-    def hooks(module: str) -> int:
-        code = f"import {module}\nfrom analytics.ingestion.repository import hook_count\nprint(hook_count())"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={**__import__("os").environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"})
-        return int(out.stdout.strip().splitlines()[-1])
-    assert hooks("main") == 2
-    assert hooks("bench.nohooks") == 0
+    assert _hooks_of("main") == 2
+    assert _hooks_of("bench.nohooks") == 0
+
+
+def test_deferred_app_only_queues_the_rows_for_the_folder():
+    """bench/deferred_app.py: one hook, whose statement only copies `ins` into the queue."""
+    assert _hooks_of("bench.deferred_app") == 1
+    code = ("import bench.deferred_app\nfrom analytics.ingestion import repository as r\n"
+            "print(r.hook_ctes(r._hooks)[0].as_string(None))")
+    out = _run(code)
+    assert "INSERT INTO pending_fold SELECT * FROM ins" in out and "rollup_" not in out
+
+
+def _hooks_of(module: str) -> int:
+    """How many insert hooks importing `module` (an app) registers."""
+    return int(_run(f"import {module}\nfrom analytics.ingestion.repository import hook_count\n"
+                    "print(hook_count())").strip().splitlines()[-1])
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}).stdout
