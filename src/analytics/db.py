@@ -106,6 +106,13 @@ def make_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = N
     )
 
 
+def refused_as_too_complex(exc: BaseException) -> bool:
+    """SQLSTATE class 54 (program limit exceeded: too many columns, statement too complex): the
+    database refuses the statement itself. psycopg raises these as OperationalError subclasses,
+    the class of outages, so they are told apart by their state."""
+    return (getattr(exc, "sqlstate", None) or "").startswith("54")
+
+
 @asynccontextmanager
 async def connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
     """Borrow a connection for a read, mapping 'cannot reach the database' to DatabaseUnavailable."""
@@ -124,6 +131,8 @@ async def connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncCo
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
     except psycopg.OperationalError as exc:
+        if refused_as_too_complex(exc):
+            raise  # the question's fault, not an outage (nor a reason to eject a replica)
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
     finally:

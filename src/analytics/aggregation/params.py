@@ -20,6 +20,9 @@ METRICS: tuple[str, ...] = catalog.metric_names()
 ORDER_PATTERN = "^(?:" + "|".join(METRICS) + ")(?::(?:asc|desc))?$"
 MAX_TEXT = 2048
 MAX_VALUES = 100
+# group_by items: the catalog's widest rollup family groups by five; a few props more is plenty,
+# and every item is a column of the query (hundreds of them cost the database seconds).
+MAX_GROUP_BY = 8
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_read
 from ..web.rules import rules_422
 from .. import catalog
-from .params import (GROUP_BY_DOC, MAX_VALUES, GroupName, Instant, IntervalText, NonEmptyText, OrderBy, PropFilter,
+from .params import (GROUP_BY_DOC, MAX_GROUP_BY, MAX_VALUES, GroupName, Instant, IntervalText, NonEmptyText, OrderBy, PropFilter,
                      ZoneName, filter_type)
 from .query import Kind, Metric, StatsQuery, default_end, build_query
 
@@ -39,7 +39,7 @@ def _declared(
     end: Annotated[Optional[Instant], Query(
         description="ISO 8601, exclusive. Default: now, rounded up to the quarter hour.")] = None,
     timezone: Annotated[ZoneName, Query(description="IANA zone for bucket edges and output offsets")] = "UTC",
-    group_by: Annotated[List[GroupName], Query(description=GROUP_BY_DOC)] = [],  # noqa: B006
+    group_by: Annotated[List[GroupName], Query(max_length=MAX_GROUP_BY, description=GROUP_BY_DOC)] = [],  # noqa: B006
     metrics: Annotated[List[Metric], Query(description="Repeatable; default events")] = [],  # noqa: B006
     include_bots: Annotated[bool, Query(description="Count bot traffic too")] = False,
     order_by: Annotated[Optional[OrderBy], Query(description="A requested metric, optionally ':asc' or ':desc' (default "
@@ -120,7 +120,8 @@ def _declaration(kind: Kind) -> _Declaration:
         del params["compare"]
     if kind == "breakdown":
         params["group_by"] = params["group_by"].replace(
-            annotation=Annotated[List[GroupName], Query(min_length=1, description=GROUP_BY_DOC + "; at least one")],
+            annotation=Annotated[List[GroupName], Query(min_length=1, max_length=MAX_GROUP_BY,
+                                                        description=GROUP_BY_DOC + "; at least one")],
             default=inspect.Parameter.empty)
 
     async def dependency(**values) -> StatsParams:

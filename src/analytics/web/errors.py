@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..db import DatabaseUnavailable, ReadsBusy
+from ..db import DatabaseUnavailable, ReadsBusy, refused_as_too_complex
 
 log = logging.getLogger("analytics.errors")
 
@@ -58,6 +58,8 @@ def unavailable_response() -> JSONResponse:
 _TOO_EXPENSIVE = ("This question is too expensive to answer within the read time limit. Narrow it: a shorter "
                   "range (start/end), a coarser interval or duration, fewer group_by dimensions, fewer pages, "
                   "or fewer costly metrics (unique_sessions, median_duration, p95_duration).")
+_TOO_COMPLEX = ("The database refused this question as too complex (too many columns or too deep a "
+                "statement). Ask with fewer group_by items, filters or metrics.")
 
 
 def install(app: FastAPI) -> None:
@@ -92,6 +94,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.OperationalError)
     async def _operational(_: Request, exc: psycopg.OperationalError):
+        if refused_as_too_complex(exc):
+            # A read the database refuses to plan or run: the same question will be refused again.
+            # (Writes never get here: the writer answers its own data errors.)
+            log.info("read refused by a database limit: %s", type(exc).__name__)
+            return JSONResponse({"error": "query_too_complex", "detail": _TOO_COMPLEX}, status_code=422)
         log.warning("database operational error: %s", type(exc).__name__)
         return unavailable_response()
 
