@@ -6,12 +6,14 @@ import logging
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..db import DatabaseUnavailable, ReadsBusy, refused_as_too_complex
+from .middleware import CLIENT_CLOSED
 
 log = logging.getLogger("analytics.errors")
 
@@ -112,6 +114,12 @@ def install(app: FastAPI) -> None:
         # Reads run under READ_STATEMENT_TIMEOUT_MS: asking again will not help, asking less will.
         return JSONResponse({"error": "query_timeout", "detail": _TOO_EXPENSIVE},
                             status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect):
+        # The client closed the connection while its body was read: nobody to answer, nothing
+        # went wrong here. No traceback (a 100-byte request would otherwise log ~6 KB of one).
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception):

@@ -13,6 +13,7 @@ from ..privacy.visitor import access_hash
 from .client import client_ip
 from .logging import access_log, request_id_var
 
+CLIENT_CLOSED = 499  # what the access log and the metrics record for a client gone mid-request
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Keys the access log's client hash before this worker has the day's salt (its first moments,
 # or while the database is down): random per process, so the raw address is never written.
@@ -50,6 +51,14 @@ class RequestContextMiddleware:
         token = request_id_var.set(rid)
         start = time.perf_counter()
         status = 500
+        disconnected = False
+
+        async def watched_receive():
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def send_with_id(message):
             nonlocal status
@@ -60,8 +69,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, watched_receive, send_with_id)
         finally:
+            if disconnected and status == 500:
+                # The client left before an answer (mid-body): nginx's 499, not a server error
+                # (any client could otherwise fake a 5xx rate for the operator's alerts).
+                status = CLIENT_CLOSED
             elapsed = time.perf_counter() - start
             if self.observe is not None:
                 self.observe(scope, status, elapsed)
