@@ -6,8 +6,10 @@ worker no memory to speak of."""
 from __future__ import annotations
 
 import socket
+import uuid
 
 import httpx
+import psycopg
 import pytest
 
 from support import Server, drop_schema, new_schema_name
@@ -66,3 +68,23 @@ def test_a_batch_of_a_million_items_costs_no_memory(srv):
     assert r.json()["detail"][0]["type"] == "too_many_events"
     after = httpx.get(srv.url + "/readyz", headers=srv.admin_headers).json()["process"]["rss_bytes"]
     assert after - before < 64 * 1024 * 1024, (before, after)
+
+
+def test_ndjson_of_blank_lines_is_refused_by_its_line_count(srv, db_url):
+    """One event and 3.9 million newlines (under MAX_BODY_BYTES): every pass over the lines cost
+    the worker over a second while the limiter charged one event. Now a 413 `too_many_lines`
+    (at most 2 lines per event of BATCH_MAX_EVENTS), found by counting newlines; nothing stored.
+    Blank lines within that allowance are fine."""
+    ndjson = {"content-type": "application/x-ndjson"}
+    body = b'{"page": "/newlines"}' + b"\n" * 3_900_000
+    r = httpx.post(srv.url + "/api/events/batch", content=body, headers=ndjson, timeout=30)
+    assert r.status_code == 413, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["body"] and detail["type"] == "too_many_lines" and detail["limit"] == 2001, detail
+    spaced = b"\n\n".join(b'{"page": "/spaced", "id": "%s"}' % str(uuid.uuid4()).encode()
+                          for _ in range(1000)) + b"\n"
+    r = httpx.post(srv.url + "/api/events/batch", content=spaced, headers=ndjson, timeout=30)
+    assert r.status_code == 201 and r.json()["stored"] == 1000, r.text[:500]
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (srv.env["DB_SCHEMA"],))
+        assert conn.execute("SELECT count(*) FROM events WHERE page = '/newlines'").fetchone()[0] == 0

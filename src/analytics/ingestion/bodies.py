@@ -171,6 +171,26 @@ def array_exceeds(text: str, limit: int) -> bool:
 
 
 _NON_BLANK_LINE = re.compile(rb"^[^\S\n]*\S", re.MULTILINE)
+# An NDJSON batch may have blank lines, but at most this many lines per event it may hold: every
+# line costs each pass over the body, so 4 MB of newlines around one event would cost a worker
+# over a second while counting as one event. The cap is checked by counting newlines (memchr).
+NDJSON_LINES_PER_EVENT = 2
+
+
+def ndjson_max_lines(max_events: int) -> int:
+    return NDJSON_LINES_PER_EVENT * max_events + 1  # + 1: a final newline after the last line
+
+
+def _ndjson_too_many_lines(body: bytes, max_events: int) -> bool:
+    return body.count(b"\n") + 1 > ndjson_max_lines(max_events)
+
+
+def _too_many_lines(max_events: int) -> BodyRejected:
+    limit = ndjson_max_lines(max_events)
+    return BodyRejected(413, "batch_too_large", [_err(
+        ["body"], f"the NDJSON body has more than {limit} lines, blank ones included; at most "
+        f"{NDJSON_LINES_PER_EVENT} lines per event of BATCH_MAX_EVENTS ({max_events})", "too_many_lines",
+        limit=limit)])
 
 
 def ndjson_exceeds(body: bytes, limit: int) -> bool:
@@ -182,6 +202,8 @@ def ndjson_exceeds(body: bytes, limit: int) -> bool:
 
 def _refuse_hostile_batch(body: bytes, ndjson: bool, max_events: int) -> None:
     """Raise the 422 (nesting) or 413 (too many items) of a batch body before it is parsed."""
+    if ndjson and _ndjson_too_many_lines(body, max_events):
+        raise _too_many_lines(max_events)  # before any pass that walks the lines
     outside = _outside_strings(body)
     depth = MAX_DEPTH if outside is None else _depth(outside, MAX_DEPTH)
     if depth > MAX_DEPTH:
@@ -376,6 +398,8 @@ def count_events(body: bytes, content_type: str, limit: int) -> int:
     The same byte operations as the hostile-batch checks; a body that is not a batch (the
     parser refuses it next) counts as 1."""
     if content_type.split(";", 1)[0].strip().lower() in NDJSON_TYPES:
+        if _ndjson_too_many_lines(body, limit):
+            return limit + 1  # refused by the endpoint (413, too many lines), charged as a full batch
         return max(1, sum(1 for _ in itertools.islice(_NON_BLANK_LINE.finditer(body), limit + 1)))
     outside = _outside_strings(body)
     if outside is None or not (_STARTS_AN_ARRAY.match(body) and outside.endswith(b"]")):
