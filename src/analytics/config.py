@@ -94,6 +94,14 @@ class Settings:
     # 300 bytes); the parsed items of a body take several times its size in memory.
     max_body_bytes: int = field(default_factory=lambda: config("MAX_BODY_BYTES", default=4 * 1024 * 1024, cast=int))
     max_event_bytes: int = field(default_factory=lambda: config("MAX_EVENT_BYTES", default=64 * 1024, cast=int))
+    # What a request may take before the app sees it (web/http.py): the request line and headers
+    # in bytes and in time, and the body in time. uvicorn's parser has no limit of its own.
+    http_max_head_bytes: int = field(
+        default_factory=lambda: config("HTTP_MAX_HEAD_BYTES", default=64 * 1024, cast=int))
+    http_head_timeout_seconds: float = field(
+        default_factory=lambda: config("HTTP_HEAD_TIMEOUT_SECONDS", default=10.0, cast=float))
+    http_body_timeout_seconds: float = field(
+        default_factory=lambda: config("HTTP_BODY_TIMEOUT_SECONDS", default=60.0, cast=float))
     # Serve the routes marked @fast past FastAPI's routing layers (web/fastpath.py).
     fast_paths: bool = field(default_factory=lambda: config("FAST_PATHS", default=True, cast=bool))
     access_log: bool = field(default_factory=lambda: config("ACCESS_LOG", default=True, cast=bool))

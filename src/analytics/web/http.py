@@ -1,0 +1,154 @@
+"""uvicorn's HTTP protocol (httptools) with the limits it lacks: how big a request's head may be,
+and how long a client may take to send its head and its body.
+
+Without them (found by the hostile-client review) one client could:
+- send a header block of tens of megabytes: httptools accepts any size, and gathering one header
+  from many reads costs more than linear time (64 MB stalled a worker's event loop for 5 s), all
+  before the app, its rate limits or its key checks see anything;
+- hold connections open forever with a head or a body sent a byte at a time (slowloris), until
+  the workers run out of file descriptors.
+
+So a request's line and headers may hold at most HTTP_MAX_HEAD_BYTES (431 past it, counted per
+read while the head is incomplete: the work stops within one read of the limit), must arrive
+within HTTP_HEAD_TIMEOUT_SECONDS of its first byte, and its body within HTTP_BODY_TIMEOUT_SECONDS
+of its head (408 past either, and the connection is closed). A new connection that sends nothing
+within HTTP_HEAD_TIMEOUT_SECONDS is closed without an answer; between requests, uvicorn's
+keep-alive timeout closes idle connections as before.
+
+Used by the gunicorn worker class (web/worker.py). The answers are JSON like every other error,
+written straight to the transport: the app never saw the request.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..config import get_settings
+
+
+def _raw_response(status: int, reason: bytes, error: str, detail: str) -> bytes:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, reason, len(body))) + body
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops parsing and feed_data raises."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self._max_head = settings.http_max_head_bytes
+        self._head_timeout = settings.http_head_timeout_seconds
+        self._body_timeout = settings.http_body_timeout_seconds
+        self._in_head = True       # waiting for (the rest of) a request line and headers
+        self._head_started = False  # a byte of that head has been parsed
+        self._head_bytes = 0       # read while in a head: bounds the work on a header split over reads
+        self._head_size = 0        # the request line and the headers parsed so far
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float, stage: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow, stage)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _refuse(self, raw: bytes) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(raw)
+            self.transport.close()
+
+    def _refuse_head(self) -> None:
+        self._refuse(_raw_response(
+            431, b"Request Header Fields Too Large", "headers_too_large",
+            f"the request line and headers exceed {self._max_head} bytes (HTTP_MAX_HEAD_BYTES)"))
+
+    def _too_slow(self, stage: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if stage == "head" and not self._head_started:
+            self.transport.close()  # a connection that never sent a byte: nothing to answer
+            return
+        if stage == "body" and self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # already answered (e.g. 413 early); the client still trickles
+            return
+        seconds = self._head_timeout if stage == "head" else self._body_timeout
+        setting = "HTTP_HEAD_TIMEOUT_SECONDS" if stage == "head" else "HTTP_BODY_TIMEOUT_SECONDS"
+        self._refuse(_raw_response(408, b"Request Timeout", "request_timeout",
+                                   f"the request's {stage} did not arrive within {seconds:g} s ({setting})"))
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self._head_timeout, "head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, with the head's size enforced and its errors answered in JSON."""
+        self._unset_keepalive_if_required()
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._head_size > self._max_head:  # raised by a callback below
+                self._refuse_head()
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self._refuse(_raw_response(400, b"Bad Request", "bad_request",
+                                           "invalid HTTP request (its request line, headers or framing)"))
+            return
+        # A header still incomplete after this read (httptools gathers it before any callback):
+        # bound the work by the bytes read. (A read that completes the head may carry body bytes
+        # too: those are not held against it.)
+        if self._in_head and self._head_bytes > self._max_head:
+            self._refuse_head()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+        self._head_size = 0
+        self._arm(self._head_timeout, "head")
+
+    def on_url(self, url: bytes) -> None:
+        self._grow(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _grow(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self._max_head:
+            raise _HeadTooLarge()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._arm(self._body_timeout, "body")  # disarmed at once by a request without a body
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head, self._head_started, self._head_bytes = True, False, 0  # the next request's
+        super().on_message_complete()
