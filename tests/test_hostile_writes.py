@@ -402,3 +402,26 @@ def test_a_client_gone_mid_body_is_not_a_server_error(db_url):
     assert not [ln for ln in lines if ln.get("status") == 500], lines
     assert not re.search(r'analytics_http_requests_total\{[^}]*status="500"', metrics), metrics
     assert len(re.findall(r'analytics_http_requests_total\{[^}]*status="499"[^}]*\} 3\.0', metrics)) == 2, metrics
+
+
+def test_a_commit_past_the_writers_deadline_is_a_write_timeout_not_an_outage(db_url):
+    """A COMMIT that waits past WRITE_TIMEOUT_SECONDS (here behind a lock) is answered 503
+    `write_timeout`, which says the event may still be stored and how to retry safely; the
+    database is up, so it is not `database_unavailable` (clients and operators could not tell
+    overload from an outage), on both ingest routes."""
+    schema = new_schema_name("late")
+    srv = Server(db_url, schema, env={"WRITE_TIMEOUT_SECONDS": "1"})
+    try:
+        srv.start()
+        with connect(db_url, schema) as blocker, httpx.Client(base_url=srv.url, timeout=30) as c:
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            single = c.post("/api/events/", json={"page": "/late"})
+            batch = c.post("/api/events/batch", json=[{"page": "/late-batch"}])
+            blocker.execute("ROLLBACK")
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)
+    for r in (single, batch):
+        assert r.status_code == 503 and r.json()["error"] == "write_timeout", r.text
+        assert "WRITE_TIMEOUT_SECONDS" in r.json()["detail"] and "retry-after" in r.headers

@@ -31,6 +31,13 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached right now; the HTTP layer turns this into a 503."""
 
 
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """A write not committed within the writer's deadline (WRITE_TIMEOUT_SECONDS): the database
+    is slow, busy or hanging, and the events may still be committed. A DatabaseUnavailable for
+    every caller that treats both alike; the HTTP answer tells them apart (overload is not an
+    outage)."""
+
+
 class ReadsBusy(Exception):
     """Too many reads at once (the read pool is exhausted, or the cap on raw scans is reached):
     a 503 with Retry-After for this read only."""

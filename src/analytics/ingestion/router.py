@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..auth.guards import ingest_access
-from ..db import DatabaseUnavailable
+from ..db import CommitOutcomeUnknown, DatabaseUnavailable
 from ..web import metrics
 from ..privacy.visitor import Sender, sender
-from ..web.errors import unavailable_response
+from ..web.errors import outcome_unknown_response, unavailable_response
 from ..web.fastpath import fast
 from ..web.ratelimit import RESPONSE_429, limit_batch, limit_event
 from ..web.rules import rules_422
@@ -88,6 +88,9 @@ async def _submit(state, records, endpoint: str) -> list[bool]:
     except (WriterOverloaded, WriterStopped):
         metrics.refused(endpoint, "overloaded")
         raise
+    except CommitOutcomeUnknown:
+        metrics.refused(endpoint, "write_timeout")
+        raise
     except DatabaseUnavailable:
         metrics.refused(endpoint, "unavailable")
         raise
@@ -138,7 +141,9 @@ async def single_event(request: Request) -> Response:
         (new,) = await _submit(state, [record], "single")
     except (WriterOverloaded, WriterStopped):
         return overloaded_response()
-    except DatabaseUnavailable:  # includes 'the outcome of the COMMIT is unknown'
+    except CommitOutcomeUnknown:
+        return outcome_unknown_response(state.settings.write_timeout_s)
+    except DatabaseUnavailable:
         return unavailable_response()
     except EventRejected as exc:
         return _refused_by_database(exc, batch=False)

@@ -47,7 +47,7 @@ from typing import Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..db import DatabaseUnavailable
+from ..db import CommitOutcomeUnknown, DatabaseUnavailable
 from ..web import metrics
 from . import dberrors
 from .pipeline import EventRecord
@@ -204,7 +204,7 @@ class EventWriter:
                 if p.future.done():
                     self._waiting.discard(p)
                 elif now >= p.deadline:
-                    p.future.set_exception(DatabaseUnavailable())
+                    p.future.set_exception(CommitOutcomeUnknown())
                     self._waiting.discard(p)
                     late += 1
             if late:
@@ -394,7 +394,8 @@ class EventWriter:
             self._open_circuit(exc)
         elif kind == dberrors.STALLED:
             self._check_reachable(exc)
-        unavailable = DatabaseUnavailable()
+        # Our deadline passed while a statement ran (perhaps the COMMIT): the outcome is unknown.
+        unavailable = CommitOutcomeUnknown() if kind == dberrors.STALLED else DatabaseUnavailable()
         unavailable.__cause__ = exc
         return unavailable
 

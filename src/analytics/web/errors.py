@@ -12,7 +12,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..db import DatabaseUnavailable, ReadsBusy, refused_as_too_complex
+from ..db import CommitOutcomeUnknown, DatabaseUnavailable, ReadsBusy, refused_as_too_complex
 from .middleware import CLIENT_CLOSED
 
 log = logging.getLogger("analytics.errors")
@@ -49,6 +49,16 @@ def allowed_methods(request: Request) -> str:
         if regex is not None and route.methods and regex.match(request.url.path):
             methods |= route.methods
     return ", ".join(sorted(methods))
+
+
+def outcome_unknown_response(timeout_s: float) -> JSONResponse:
+    """A write not committed within WRITE_TIMEOUT_SECONDS: not known to be lost, not known to be
+    stored. Told apart from an outage, so that clients and operators can tell overload from it."""
+    return JSONResponse({"error": "write_timeout",
+                         "detail": f"Not committed within {timeout_s:g} s (WRITE_TIMEOUT_SECONDS): the database "
+                                   "is slow or busy, and the events may still be stored. Retry with the same "
+                                   "id and time: duplicates are recognised."},
+                        status_code=503, headers={"Retry-After": "2"})
 
 
 def unavailable_response() -> JSONResponse:
@@ -89,6 +99,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DatabaseUnavailable)
     async def _unavailable(_: Request, exc: DatabaseUnavailable):
         return unavailable_response()
+
+    @app.exception_handler(CommitOutcomeUnknown)
+    async def _late(request: Request, exc: CommitOutcomeUnknown):
+        return outcome_unknown_response(request.app.state.settings.write_timeout_s)
 
     @app.exception_handler(PoolTimeout)
     async def _pool_timeout(_: Request, exc: PoolTimeout):
