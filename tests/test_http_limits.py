@@ -101,3 +101,18 @@ def test_bad_framing_is_a_json_400(srv):
     raw = _exchange(srv, b"POST /api/events/ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}")
     status, body = _answer(raw)
     assert status == 400 and body["error"] == "bad_request" and b"application/json" in raw.split(b"\r\n\r\n")[0]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/js/tracker.js", "/dashboard"])
+def test_head_is_answered_wherever_get_is(srv, path):
+    """HEAD (uptime checkers, CDNs) gets GET's status and headers, and no body."""
+    get = httpx.get(srv.url + path)
+    head = httpx.head(srv.url + path)
+    assert get.status_code == 200 and head.status_code == 200, head.text
+    assert head.content == b"" and head.headers.get("content-type") == get.headers.get("content-type")
+
+
+def test_head_of_a_read_needs_its_key_and_the_export_is_not_run_for_it(srv):
+    assert httpx.head(srv.url + "/api/v1/stats/totals").status_code == 401
+    assert httpx.head(srv.url + "/api/v1/stats/totals", headers=srv.headers).status_code == 200
+    assert httpx.head(srv.url + "/api/v1/events/export", headers=srv.headers).status_code == 405

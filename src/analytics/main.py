@@ -40,7 +40,7 @@ from .web.cors import SplitCors
 from .web.fastpath import FastPaths
 from .web.logging import configure_logging
 from .web.looplag import LoopLagMonitor
-from .web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SchemaReadyMiddleware
+from .web.middleware import BodySizeLimitMiddleware, HeadAsGet, RequestContextMiddleware, SchemaReadyMiddleware
 
 log = logging.getLogger("analytics")
 
@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # CORS outside the body limit, so that a browser tracker can read a 413 too. Ingest routes
     # answer any origin, the others CORS_ORIGINS only (web/cors.py).
     app.add_middleware(SplitCors, read_origins=settings.cors_origins)
+    app.add_middleware(HeadAsGet, skip=("/api/v1/events/export",))
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
                        observe=metrics.RequestMetrics().observe if settings.metrics_enabled else None)
     return app

@@ -158,3 +158,25 @@ class SchemaReadyMiddleware:
             from .errors import unavailable_response
             return await unavailable_response()(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    """HEAD wherever GET is served (RFC 9110 §9.3.2: uptime checkers and CDNs probe with it; FastAPI
+    routes answered it 405): the request goes on as a GET, and the answer keeps its status and
+    headers (Content-Length included) without its body. Not for `skip` paths, whose GET does
+    work a HEAD should not (the export streams every matching event): those stay 405."""
+
+    def __init__(self, app, skip: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.skip = skip
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD" or scope["path"].startswith(self.skip):
+            return await self.app(scope, receive, send)
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
