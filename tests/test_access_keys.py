@@ -91,6 +91,18 @@ def test_reads_with_a_wrong_or_malformed_key_are_401(server, event_id, api_mode)
             assert_401(httpx.get(server.url + path, params=params, headers=headers))
 
 
+def test_two_credentials_are_401_whichever_is_valid(server, event_id, api_mode):
+    """A wrong credential next to a valid one was ignored (X-API-Key beside a valid bearer; the
+    first of two Authorization headers). Any request with more than one is now a 401."""
+    good, wrong = server.key["read"], "ak_" + "a" * 32
+    for path, params in read_routes(event_id):
+        for headers in ([("Authorization", f"Bearer {good}"), ("X-API-Key", wrong)],
+                        [("Authorization", f"Bearer {wrong}"), ("Authorization", f"Bearer {good}")],
+                        [("Authorization", f"Bearer {good}"), ("X-API-Key", good)]):
+            r = httpx.get(server.url + path, params=params, headers=headers)
+            assert r.status_code == 401 and "one credential" in r.json()["detail"], (path, headers, r.text)
+
+
 def test_reads_with_a_read_key_are_200_by_bearer_or_header(server, event_id, api_mode):
     for path, params in read_routes(event_id):
         for headers in (bearer(server.key["read"]), {"X-API-Key": server.key["read"]},

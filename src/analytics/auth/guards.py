@@ -47,14 +47,20 @@ def _unauthorized(why: str) -> AuthError:
 
 
 def credential(request: Request) -> str | None:
-    """The credential sent, if any: the bearer token, else X-API-Key."""
+    """The credential sent, if any: the bearer token or X-API-Key. More than one (two headers,
+    or both kinds) is refused rather than one of them picked: a wrong one would go unchecked."""
     # One pass over the raw headers (ASGI names them in lower case): every ingest request asks.
     auth = key = None
+    sent = 0
     for name, value in request.scope.get("headers", ()):
         if name == b"authorization":
             auth = value
+            sent += 1
         elif name == b"x-api-key":
             key = value
+            sent += 1
+    if sent > 1:
+        raise _unauthorized("Send one credential: one 'Authorization: Bearer ...' or one 'X-API-Key' header.")
     if auth:
         scheme, _, value = auth.decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
