@@ -303,6 +303,14 @@ def test_cors_default_ingest_from_any_origin_reads_from_none(client):
                                             "Access-Control-Request-Method": "GET",
                                             "Access-Control-Request-Headers": "authorization"})
         assert pre.status_code == 400 and "access-control-allow-origin" not in pre.headers, path
+        assert pre.json()["error"] == "cors_refused", pre.text  # JSON, as every other error
+    # Each side allows only the methods it serves.
+    pre = client.options("/api/events/batch", headers={"Origin": "https://tracker.example",
+                                                       "Access-Control-Request-Method": "PUT"})
+    assert pre.status_code == 400 and pre.json()["error"] == "cors_refused"
+    pre = client.options("/api/events/", headers={"Origin": "https://tracker.example",
+                                                  "Access-Control-Request-Method": "POST"})
+    assert pre.headers["access-control-allow-methods"] == "POST"
 
 
 def test_cors_configured_origins(agg):
@@ -320,6 +328,10 @@ def test_cors_configured_origins(agg):
                                                      "Access-Control-Request-Method": "GET",
                                                      "Access-Control-Request-Headers": "authorization"})
     assert pre.status_code == 200 and "authorization" in pre.headers["access-control-allow-headers"].lower()
+    assert set(pre.headers["access-control-allow-methods"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+    pre = c.options("/api/v1/stats/totals", headers={"Origin": "https://admin.example",
+                                                     "Access-Control-Request-Method": "DELETE"})
+    assert pre.status_code == 400 and pre.json()["error"] == "cors_refused"
     r = c.get("/api/events/", headers={"Origin": "https://evil.example"})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     r = c.get("/healthz", headers={"Origin": "https://evil.example"})

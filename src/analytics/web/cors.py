@@ -11,7 +11,9 @@ work in both cases.
 """
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 
 INGEST_PATHS = frozenset({"/api/events/", "/api/events/batch"})
 
@@ -28,11 +30,27 @@ def _is_ingest(scope) -> bool:
     return method == "POST"
 
 
+class _JsonCors(CORSMiddleware):
+    """Starlette's, with a refused preflight answered in JSON like every other error (it is
+    text/plain there)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")}
+        return JSONResponse({"error": "cors_refused", "detail": f"{response.body.decode()}: this route answers "
+                             "other origins only as CORS_ORIGINS allows, and only its own methods"},
+                            status_code=response.status_code, headers=headers)
+
+
 class SplitCors:
     def __init__(self, app, read_origins: tuple[str, ...] | list[str]) -> None:
-        common = dict(allow_credentials=False, allow_methods=["*"], allow_headers=["*"])
-        self.ingest = CORSMiddleware(app, allow_origins=["*"], **common)
-        self.reads = CORSMiddleware(app, allow_origins=list(read_origins), **common)
+        # Each side states only the methods it serves (a preflight for another is refused).
+        self.ingest = _JsonCors(app, allow_origins=["*"], allow_methods=["POST"], allow_headers=["*"],
+                                allow_credentials=False)
+        self.reads = _JsonCors(app, allow_origins=list(read_origins), allow_methods=["GET", "HEAD"],
+                               allow_headers=["*"], allow_credentials=False)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and _is_ingest(scope):
