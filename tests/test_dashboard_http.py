@@ -74,6 +74,9 @@ def test_page_and_assets_are_revalidated_by_etag(server):
         # The URL's version is the asset's hash: a new release is a new URL.
         assert url.split("?v=")[1] == a.headers["etag"].strip('"')[:12]
         assert httpx.get(server.url + url, headers={"If-None-Match": a.headers["etag"]}).status_code == 304
+        # Immutable only at this version's URL: unversioned or stale URLs are revalidated soon.
+        for other in (url.split("?")[0], url.split("?")[0] + "?v=000000000000"):
+            assert "immutable" not in httpx.get(server.url + other).headers["cache-control"], other
     assert httpx.get(server.url + "/dashboard/../../config.py").status_code == 404
     assert httpx.get(server.url + "/dashboard/nope.js").status_code == 404
 

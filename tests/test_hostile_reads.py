@@ -412,3 +412,10 @@ def test_a_read_the_database_refuses_is_a_422_not_an_outage(db_url):
 
     r = asyncio.run(ask())
     assert r.status_code == 422 and r.json()["error"] == "query_too_complex", r.text
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "posixrules"])
+def test_names_in_the_tz_database_that_are_not_zones_are_422(client, zone):
+    """`localtime` is whatever the server's /etc/localtime says, `Factory` a placeholder: not
+    zones a question can mean (and not in the schema's enum)."""
+    _names(client.get("/api/v1/stats/totals", params={"timezone": zone}), 422, "timezone")

@@ -25,10 +25,15 @@ MAX_VALUES = 100
 MAX_GROUP_BY = 8
 
 
+# Names the tz database ships that are not zones a dashboard means: the server's own setting
+# (`localtime`, whatever /etc/localtime is) and a placeholder zone (`Factory`).
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @lru_cache(maxsize=1)
 def zone_names() -> tuple[str, ...]:
     """The IANA zones this machine's tz database knows (what zoneinfo can load)."""
-    return tuple(sorted(zoneinfo.available_timezones()))
+    return tuple(sorted(zoneinfo.available_timezones() - _NOT_ZONES))
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,8 @@ reads the public stats API only (/api/v1/stats/*, with a read key or a share lin
 /openapi.json, to learn which metrics and dimensions this server offers.
 
 Caching: the assets are referenced from the page with `?v=<hash of their bytes>`, so they are
-cached for a year as immutable (a new release is a new URL) and revalidated by ETag anyway. The
+cached for a year as immutable at that URL (a new release is a new URL); at any other (no `v`, an
+old one) they are short-cached like the page, and revalidated by ETag either way. The
 page itself is short-cached (a minute), also with an ETag, so a release reaches browsers soon.
 
 Security headers on the page: a strict Content-Security-Policy (scripts and styles from this
@@ -47,6 +48,11 @@ class Asset:
     gz: bytes
     etag: str
     media_type: str
+
+    @property
+    def version(self) -> str:
+        """What the page's URL of this asset carries (`?v=`)."""
+        return self.etag.strip('"')[:12]
 
     @classmethod
     def of(cls, body: bytes, suffix: str) -> "Asset":
@@ -93,7 +99,7 @@ def _page() -> Asset:
     the API offers ({{offers}})."""
     text = (STATIC / "dashboard" / "index.html").read_text()
     for name, asset in ASSETS.items():
-        text = text.replace("{{" + name + "}}", f"/dashboard/{name}?v={asset.etag.strip(chr(34))[:12]}")
+        text = text.replace("{{" + name + "}}", f"/dashboard/{name}?v={asset.version}")
     text = text.replace("{{offers}}", html.escape(json.dumps(offers(), separators=(",", ":"))))
     return Asset.of(text.encode(), ".html")
 
@@ -135,7 +141,10 @@ async def dashboard_asset(name: str, request: Request):
     if asset is None:
         return Response(b'{"error":"not_found","detail":"no such dashboard asset"}', status_code=404,
                         media_type="application/json")
-    return _serve(request, asset, {"Cache-Control": ASSET_CACHE, "X-Content-Type-Options": "nosniff"})
+    # Immutable only at the URL of these very bytes: any other (no `v`, an old release's) is
+    # revalidated, or a browser would keep an unversioned copy for a year across upgrades.
+    cache = ASSET_CACHE if request.query_params.get("v") == asset.version else PAGE_CACHE
+    return _serve(request, asset, {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
 
 
 NO_DB_PATHS = {"/dashboard", *(f"/dashboard/{n}" for n in ASSETS)}
