@@ -132,6 +132,9 @@ def test_client_time_with_offset_and_naive(client):
     r = client.post("/api/events/", json={"page": "/window", "time": plus2.isoformat()})
     assert r.status_code == 201, r.text
     assert parse_time(r.json()["time"]) == now
+    # Answered in UTC, as it is stored and read back (the client's offset was echoed before).
+    assert r.json()["time"] == now.isoformat().replace("+00:00", "Z")
+    assert client.get(f"/api/events/{r.json()['id']}/").json()["time"] == r.json()["time"]
     # A naive timestamp is taken as UTC.
     r = client.post("/api/events/", json={"page": "/window", "time": now.replace(tzinfo=None).isoformat()})
     assert r.status_code == 201, r.text

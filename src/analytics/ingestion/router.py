@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timezone
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -42,7 +43,8 @@ async def _off_loop(state, fn, *args):
 
 def _event_json(r, duplicate: bool) -> bytes:
     return json.dumps({
-        "id": str(r.id), "time": r.time.isoformat().replace("+00:00", "Z"), "page": r.page,
+        # In UTC, as it is stored and read back (a client's offset was echoed before).
+        "id": str(r.id), "time": r.time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"), "page": r.page,
         "ip_address": r.ip_address, "user_agent": r.user_agent, "referrer": r.referrer,
         "session_id": r.session_id, "duration": r.duration, "description": r.description,
         "os": r.os, "browser": r.browser, "device": r.device, "is_bot": r.is_bot,
