@@ -8,8 +8,8 @@ Without them (found by the hostile-client review) one client could:
 - hold connections open forever with a head or a body sent a byte at a time (slowloris), until
   the workers run out of file descriptors.
 
-So a request's line and headers may hold at most HTTP_MAX_HEAD_BYTES (431 past it, counted per
-read while the head is incomplete: the work stops within one read of the limit), must arrive
+So a request's line and headers may hold at most HTTP_MAX_HEAD_BYTES (431 past it; counted per
+read while a header is incomplete, so the work stops within one read of the limit), must arrive
 within HTTP_HEAD_TIMEOUT_SECONDS of its first byte, and its body within HTTP_BODY_TIMEOUT_SECONDS
 of its head (408 past either, and the connection is closed). A new connection that sends nothing
 within HTTP_HEAD_TIMEOUT_SECONDS is closed without an answer; between requests, uvicorn's
@@ -39,6 +39,23 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback: httptools stops parsing and feed_data raises."""
 
 
+# How often each worker looks for requests past their deadline. One sweep over the worker's open
+# connections, instead of a timer armed and cancelled for every request (three per request cost
+# more than the rest of this class); a deadline is kept within this much.
+SWEEP_EVERY_S = 0.5
+_sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+
+async def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_EVERY_S)
+        now = loop.time()
+        for conn in list(connections):
+            at = getattr(conn, "_deadline_at", None)
+            if at is not None and now >= at:
+                conn._too_slow()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -49,20 +66,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True       # waiting for (the rest of) a request line and headers
         self._head_started = False  # a byte of that head has been parsed
         self._head_bytes = 0       # read while in a head: bounds the work on a header split over reads
-        self._head_size = 0        # the request line and the headers parsed so far
-        self._deadline: asyncio.TimerHandle | None = None
-
-    def _arm(self, seconds: float, stage: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow, stage)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._head_size = 0        # the request line and headers of a complete head
+        self._stage = "head"
+        self._deadline_at: float | None = None  # loop time; checked by the worker's sweep
 
     def _refuse(self, raw: bytes) -> None:
-        self._disarm()
+        self._deadline_at = None
         if not self.transport.is_closing():
             self.transport.write(raw)
             self.transport.close()
@@ -72,8 +81,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             431, b"Request Header Fields Too Large", "headers_too_large",
             f"the request line and headers exceed {self._max_head} bytes (HTTP_MAX_HEAD_BYTES)"))
 
-    def _too_slow(self, stage: str) -> None:
-        self._deadline = None
+    def _too_slow(self) -> None:
+        self._deadline_at = None
+        stage = self._stage
         if self.transport.is_closing():
             return
         if stage == "head" and not self._head_started:
@@ -90,10 +100,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # asyncio.Protocol
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self._head_timeout, "head")
+        self._stage, self._deadline_at = "head", self.loop.time() + self._head_timeout
+        sweeper = _sweepers.get(self.loop)
+        if sweeper is None or sweeper.done():
+            _sweepers[self.loop] = self.loop.create_task(_sweep(self.loop, self.connections))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._deadline_at = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -110,7 +123,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
-            if self._head_size > self._max_head:  # raised by a callback below
+            if self._head_size > self._max_head:  # raised by on_headers_complete
                 self._refuse_head()
             else:
                 self.logger.warning("Invalid HTTP request received.")
@@ -127,28 +140,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_started = True
-        self._head_size = 0
-        self._arm(self._head_timeout, "head")
-
-    def on_url(self, url: bytes) -> None:
-        self._grow(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
-
-    def _grow(self, n: int) -> None:
-        self._head_size += n
-        if self._head_size > self._max_head:
-            raise _HeadTooLarge()
+        self._stage, self._deadline_at = "head", self.loop.time() + self._head_timeout
 
     def on_headers_complete(self) -> None:
+        # Many headers that each fit in a read: their total, once per request.
+        self._head_size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if self._head_size > self._max_head:
+            raise _HeadTooLarge()
         self._in_head = False
-        self._arm(self._body_timeout, "body")  # disarmed at once by a request without a body
+        self._stage, self._deadline_at = "body", self.loop.time() + self._body_timeout
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._deadline_at = None
         self._in_head, self._head_started, self._head_bytes = True, False, 0  # the next request's
         super().on_message_complete()
