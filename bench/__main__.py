@@ -17,7 +17,8 @@ import os
 import sys
 
 SUITES = ("ingest", "query", "dashboard", "export", "ua", "fastpath", "keys", "metrics", "ratelimit",
-          "visitors", "visits", "retention", "import", "before_after", "curve", "geo", "deferred")
+          "visitors", "visits", "retention", "import", "before_after", "curve", "geo", "deferred",
+          "protocol")
 
 
 def _all(rest: list[str]) -> int:

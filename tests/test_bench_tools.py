@@ -91,3 +91,16 @@ def _hooks_of(module: str) -> int:
 def _run(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}).stdout
+
+
+def test_protocol_bench_serves_keep_alive_requests_through_both_protocols():
+    """bench/protocol.py: both protocols answer its requests on one kept-alive connection (the
+    bench asserts the connection stays open) and a CPU time is measured for each."""
+    import asyncio
+
+    from bench import protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from analytics.web.http import GuardedHttpToolsProtocol
+    for cls in (HttpToolsProtocol, GuardedHttpToolsProtocol):
+        assert asyncio.run(protocol._per_request_us(cls, 50)) > 0

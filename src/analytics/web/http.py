@@ -143,10 +143,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stage, self._deadline_at = "head", self.loop.time() + self._head_timeout
 
     def on_headers_complete(self) -> None:
-        # Many headers that each fit in a read: their total, once per request.
-        self._head_size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if self._head_size > self._max_head:
-            raise _HeadTooLarge()
+        # Many headers that each fit in a read: their total, counted only when the reads of this
+        # head (with whatever body bytes came along) were more than the limit.
+        if self._head_bytes > self._max_head:
+            self._head_size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if self._head_size > self._max_head:
+                raise _HeadTooLarge()
         self._in_head = False
         self._stage, self._deadline_at = "body", self.loop.time() + self._body_timeout
         super().on_headers_complete()
