@@ -47,26 +47,31 @@ def _unauthorized(why: str) -> AuthError:
 
 
 def credential(request: Request) -> str | None:
-    """The credential sent, if any: the bearer token or X-API-Key. More than one (two headers,
-    or both kinds) is refused rather than one of them picked: a wrong one would go unchecked."""
+    """The credential sent, if any: the bearer token or X-API-Key. Different credentials in one
+    request (two headers, or both kinds) are refused rather than one of them picked: a wrong one
+    would go unchecked. The same one sent twice (a client that fills in both schemes) is fine."""
     # One pass over the raw headers (ASGI names them in lower case): every ingest request asks.
-    auth = key = None
-    sent = 0
+    auths: list[bytes] = []
+    keys: list[bytes] = []
     for name, value in request.scope.get("headers", ()):
         if name == b"authorization":
-            auth = value
-            sent += 1
+            auths.append(value)
         elif name == b"x-api-key":
-            key = value
-            sent += 1
-    if sent > 1:
-        raise _unauthorized("Send one credential: one 'Authorization: Bearer ...' or one 'X-API-Key' header.")
-    if auth:
-        scheme, _, value = auth.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        raise _unauthorized("The Authorization header is not 'Bearer <key or token>'.")
-    return key.decode("latin-1").strip() if key is not None else None
+            keys.append(value)
+    if not auths and not keys:
+        return None
+    sent = {_bearer(a) for a in auths} | {k.decode("latin-1").strip() for k in keys}
+    if len(sent) > 1:
+        raise _unauthorized("Send one credential: one 'Authorization: Bearer ...' or one 'X-API-Key' "
+                            "header (or the same key in both).")
+    return sent.pop()
+
+
+def _bearer(header: bytes) -> str:
+    scheme, _, value = header.decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    raise _unauthorized("The Authorization header is not 'Bearer <key or token>'.")
 
 
 async def authenticate(request: Request) -> Principal | None:

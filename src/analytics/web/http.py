@@ -43,6 +43,11 @@ class _HeadTooLarge(Exception):
 # connections, instead of a timer armed and cancelled for every request (three per request cost
 # more than the rest of this class); a deadline is kept within this much.
 SWEEP_EVERY_S = 0.5
+# After a refusal the rest of what the client is still sending is read and dropped for a moment
+# before the connection closes (nginx's lingering close): closing with unread data makes the
+# kernel reset the connection, and the client would lose the answer it was sent.
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 8 * 1024 * 1024
 _sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 
@@ -69,12 +74,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0        # the request line and headers of a complete head
         self._stage = "head"
         self._deadline_at: float | None = None  # loop time; checked by the worker's sweep
+        self._dropped: int | None = None  # bytes read and dropped after a refusal (None: not refused)
 
     def _refuse(self, raw: bytes) -> None:
-        self._deadline_at = None
-        if not self.transport.is_closing():
-            self.transport.write(raw)
+        """Answer, then close once the client stops sending (or LINGER_S, LINGER_MAX_BYTES)."""
+        if self.transport.is_closing() or self._dropped is not None:
+            return
+        self.transport.write(raw)
+        self._dropped = 0
+        try:
+            self.transport.write_eof()  # the answer, then FIN; reading goes on
+        except (NotImplementedError, RuntimeError, OSError):
             self.transport.close()
+            return
+        self._stage, self._deadline_at = "linger", self.loop.time() + LINGER_S
 
     def _refuse_head(self) -> None:
         self._refuse(_raw_response(
@@ -85,6 +98,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline_at = None
         stage = self._stage
         if self.transport.is_closing():
+            return
+        if stage == "linger":
+            self.transport.abort()
             return
         if stage == "head" and not self._head_started:
             self.transport.close()  # a connection that never sent a byte: nothing to answer
@@ -111,6 +127,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's, with the head's size enforced and its errors answered in JSON."""
+        if self._dropped is not None:  # refused: what still comes is dropped unread
+            self._dropped += len(data)
+            if self._dropped > LINGER_MAX_BYTES:
+                self.transport.abort()
+            return
         self._unset_keepalive_if_required()
         if self._in_head:
             self._head_bytes += len(data)
