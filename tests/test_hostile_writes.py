@@ -425,3 +425,31 @@ def test_a_commit_past_the_writers_deadline_is_a_write_timeout_not_an_outage(db_
     for r in (single, batch):
         assert r.status_code == 503 and r.json()["error"] == "write_timeout", r.text
         assert "WRITE_TIMEOUT_SECONDS" in r.json()["detail"] and "retry-after" in r.headers
+
+
+def test_a_visitor_past_its_cap_is_stored_without_its_visitor_id_not_refused(db_url):
+    """A visitor id is shared by everyone behind one address with one browser on one site: another
+    client there could fill its cap of (quarter hour, page) entries and have every later event of
+    the real visitor refused for the rest of the day. Past the cap an event is now stored without
+    a visitor id (in no visit and no unique-visitor count), never refused. The cap is 3 here."""
+    schema = new_schema_name("viscap")
+    srv = Server(db_url, schema)
+    try:
+        srv.start()
+        with connect(db_url, schema) as conn:
+            conn.execute("ALTER TABLE rollup_visitors DROP CONSTRAINT rollup_visitors_entries_cap")
+            conn.execute("ALTER TABLE rollup_visitors ADD CONSTRAINT rollup_visitors_entries_cap "
+                         "CHECK (cardinality(entries) <= 3)")
+        ua = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+        with httpx.Client(base_url=srv.url, headers=ua, timeout=30) as c:
+            singles = [c.post("/api/events/", json={"page": f"/fill/{i}"}) for i in range(5)]
+            batch = c.post("/api/events/batch", json=[{"page": f"/fill/batch/{i}"} for i in range(3)])
+        with connect(db_url, schema) as conn:
+            rows = dict(conn.execute("SELECT page, visitor_id IS NOT NULL FROM events").fetchall())
+    finally:
+        srv.stop()
+        drop_schema(db_url, schema)
+    assert [r.status_code for r in singles] == [201] * 5, [r.text for r in singles]
+    assert batch.status_code == 201 and batch.json()["stored"] == 3, batch.text
+    assert [rows[f"/fill/{i}"] for i in range(5)] == [True, True, True, False, False], rows
+    assert not any(rows[f"/fill/batch/{i}"] for i in range(3)), rows

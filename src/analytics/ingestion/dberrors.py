@@ -35,6 +35,12 @@ _DOWN_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 _RETRY_STATES = frozenset({"40P01", "40001"})
 
 
+def visitor_cap_exceeded(exc: BaseException) -> bool:
+    """A visitor's stored entries would pass their cap (rollups/sessions.py VISITORS)."""
+    from ..rollups.sessions import VISITORS
+    return getattr(getattr(exc, "diag", None), "constraint_name", None) == VISITORS.cap_constraint
+
+
 def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):  # before OSError, of which it is a subclass
         return STALLED

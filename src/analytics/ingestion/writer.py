@@ -95,6 +95,7 @@ class _Pending:
 @dataclass
 class WriterStats:
     flushes: int = 0
+    visitor_id_dropped: int = 0  # events stored without their visitor id (its cap was full)
     events: int = 0
     failures: int = 0
     retries: int = 0
@@ -311,6 +312,16 @@ class EventWriter:
             await self._flush(batch[mid:])
             return
         (p,) = batch
+        if dberrors.visitor_cap_exceeded(cause) and any(r.visitor_id is not None for r in p.records):
+            # A visitor id is shared by everyone behind one address with one browser on one site:
+            # another client there may have filled its cap. The events are stored without it (in
+            # no visit and no unique-visitor count) rather than refused.
+            self.stats.visitor_id_dropped += len(p.records)
+            log.warning("request of %d events: a visitor id past its cap of stored entries; "
+                        "stored without visitor ids", len(p.records))
+            p.records = [r._replace(visitor_id=None) for r in p.records]
+            await self._flush([p])
+            return
         if len(p.records) == 1:
             found = [(0, cause)]
         else:

@@ -45,8 +45,9 @@ class Subject:
 SESSIONS = Subject("ses", "session_id", "text", "rollup_sessions", "rollup_sessions_entries_cap", "rollup_ses")
 # A visitor id is shared by everyone behind one address with the same browser on the same day
 # (an office behind NAT): its cap is four times a session's, so that a session hits its own
-# first, and real traffic practically never hits it. Past it an event is refused (422 naming
-# page), like a session's.
+# first, and real traffic practically never hits it. Past it an event is stored without its
+# visitor id (ingestion/writer.py): another client behind that address could have filled it, so
+# refusing (as a session's cap does) would let it shut the real visitor out for the day.
 VISITORS = Subject("vis", "visitor_id", "bigint", "rollup_visitors", "rollup_visitors_entries_cap", "rollup_vis",
                    max_entries=20_000, max_entry_bytes=8_000_000)
 SUBJECTS = (SESSIONS, VISITORS)
