@@ -51,7 +51,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(rid)
         start = time.perf_counter()
         status = 500
-        disconnected = False
+        started = disconnected = False
 
         async def watched_receive():
             nonlocal disconnected
@@ -61,9 +61,9 @@ class RequestContextMiddleware:
             return message
 
         async def send_with_id(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
             await send(message)
@@ -71,9 +71,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, watched_receive, send_with_id)
         finally:
-            if disconnected and status == 500:
+            if disconnected and not started:
                 # The client left before an answer (mid-body): nginx's 499, not a server error
-                # (any client could otherwise fake a 5xx rate for the operator's alerts).
+                # (any client could otherwise fake a 5xx rate for the operator's alerts). An
+                # answer the app did start, a 500 included, is recorded as it was.
                 status = CLIENT_CLOSED
             elapsed = time.perf_counter() - start
             if self.observe is not None:
