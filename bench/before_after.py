@@ -8,7 +8,9 @@ the earlier version (default: the end of issue 9, before any of issue 10) from `
 and this tree with its defaults (reads with a read key, the rate limiter on with limits no load
 reaches, metrics on, no IP stored, a visitor hash per event). `--switches-off` compares this
 tree with itself, those switched off where a setting can (rate limits, metrics, read keys):
-their cost alone, without what issues 11 and 12 added to every event since.
+their cost alone, without what issues 11 and 12 added to every event since. `--issue-10-off`
+also leaves out issue 10's database work (the unique-visitor state and its `vis` rollups,
+bench/without10.py): all that issue 10 costs this tree, but the visitor hash.
 
 The same wrk loads in alternating rounds: single-event POSTs (64 connections), batches of 1,000
 events (4 connections) and a dashboard read (GET /api/v1/stats/totals, 16 connections, stats
@@ -73,11 +75,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=sorted({kind for _, kind, _, _ in LOADS}), action="append",
                     help="run only this load (repeatable): e.g. --only batch, for more rounds of it")
+    ap.add_argument("--issue-10-off", action="store_true",
+                    help="as --switches-off, and 'before' also maintains no unique-visitor state or "
+                         "rollups (bench/without10.py): what issue 10 costs this tree")
     ap.add_argument("--switches-off", action="store_true",
                     help="'before' is this tree with issue 10's per-request work switched off (rate "
                          "limits, metrics, read keys): what those cost, apart from what later issues "
                          "added to every event (fields, rollups, visits)")
     args = ap.parse_args(argv)
+    args.switches_off = args.switches_off or args.issue_10_off
     loads = [ld for ld in LOADS if not args.only or ld[1] in args.only]
 
     wrk = ensure_wrk()
@@ -89,9 +95,11 @@ def main(argv: list[str]) -> int:
     batch = write_lua(work / "batch.lua", _LUA_BATCH, ackdir)  # 1,000 events per request
     base_tree = ROOT if args.switches_off else _tree(args.base, work / "base")
     now_tree = _tree(args.now, work / "now") if args.now else ROOT
+    switched = "this tree with " + " ".join(f"{k}={v}" for k, v in SWITCHES_OFF.items())
+    if args.issue_10_off:
+        switched += " and no unique-visitor state or rollups (bench/without10.py)"
     print(f"[bench] before_after: {os.cpu_count()} cores, load average {_loadavg()}, before = "
-          + ("this tree with " + " ".join(f"{k}={v}" for k, v in SWITCHES_OFF.items()) if args.switches_off
-             else args.base) + f", now = {args.now or 'this tree'}", flush=True)
+          + (switched if args.switches_off else args.base) + f", now = {args.now or 'this tree'}", flush=True)
     common = {"STATS_CACHE_TTL_SECONDS": "0"}
     servers: dict[str, Server] = {}
     best: dict[tuple[str, str], dict] = {}
@@ -101,8 +109,13 @@ def main(argv: list[str]) -> int:
         base_has_keys = (base_tree / "src" / "analytics" / "auth" / "keys.py").exists() and not args.switches_off
         base_env = ({**common, **SWITCHES_OFF} if args.switches_off
                     else {**common, **HIGH_RATE_LIMITS} if base_has_keys else common)
+        base_app = "main:app"
+        if args.issue_10_off:
+            base_app = "bench.without10:app"
+            base_env["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
         servers["before"] = Server(url, new_schema_name("bench_ba_before"), workers=2, root=base_tree,
-                                   keys=base_has_keys, log_path=work / "before.log", env=base_env).start()
+                                   app=base_app, keys=base_has_keys, log_path=work / "before.log",
+                                   env=base_env).start()
         # The limits of this tree are on, as in production, with amounts no load here reaches.
         servers["now"] = Server(url, new_schema_name("bench_ba_now"), workers=2, root=now_tree,
                                 log_path=work / "now.log", env={**common, **HIGH_RATE_LIMITS}).start()

@@ -85,8 +85,7 @@ def main(argv: list[str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
     ackdir = work / "acks"
     ackdir.mkdir()
-    scripts = {"single": write_lua(work / "single.lua", _LUA_SINGLE, ackdir), "get": work / "get.lua"}
-    scripts["get"].write_text(_LUA_GET)
+    scripts = {"single": write_lua(work / "single.lua", _LUA_SINGLE, ackdir)}
     modes = {"on": {}, "off": {"RATE_LIMIT_ENABLED": "false"}}
     if args.redis:
         modes["redis"] = {"RATE_LIMIT_STORAGE_URL": args.redis}
@@ -100,11 +99,16 @@ def main(argv: list[str]) -> int:
                          env={"STATS_CACHE_TTL_SECONDS": "0", **env})
             servers[mode] = srv.start()
             wait_all_workers_ready(srv)
+        # Reads need a key (issue 10): each server's own read key.
+        gets = {}
+        for mode, srv in servers.items():
+            gets[mode] = work / f"get-{mode}.lua"
+            gets[mode].write_text(_LUA_GET + f'wrk.headers["Authorization"] = "Bearer {srv.key["read"]}"\n')
         for _ in range(args.rounds):
             for mode, srv in servers.items():
                 for load, script, path, conns in LOADS:
                     cpu = _workers_cpu_s(srv)
-                    r = run_wrk(wrk, srv.url + path, scripts[script], conns, args.seconds)
+                    r = run_wrk(wrk, srv.url + path, scripts.get(script) or gets[mode], conns, args.seconds)
                     r["cpu_us"] = (_workers_cpu_s(srv) - cpu) / max(1, r["requests"]) * 1e6
                     cpu_us.setdefault((load, mode), []).append(r["cpu_us"])
                     non2xx = r.get("non2xx", 0)

@@ -227,6 +227,41 @@ def test_memory_counters_are_bounded_and_expire():
     asyncio.run(run())
 
 
+def test_the_direct_memory_charge_uses_limits_own_keys_and_windows():
+    """RateLimits charges in-process counters without limits' strategy (_charge_memory): what it
+    charges is what limits' strategy reads for the same client (the refusal's Retry-After comes
+    from there), window by window, and the first full window refuses."""
+    import asyncio
+
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    from analytics.web.ratelimit import MemoryCounters, Policy, RateLimited, RateLimits, parse_limits
+
+    async def run():
+        storage = MemoryCounters()
+        read = Policy("read", "RATE_LIMIT_READ", parse_limits("RATE_LIMIT_READ", "3/minute;100/hour"))
+        rl = RateLimits(storage, Policy("ingest", "RATE_LIMIT_INGEST", ()), read, (), 1000)
+        assert rl.memory is storage
+        limiter = SlidingWindowCounterRateLimiter(storage)
+        for item, head, tail, _ in read.windows:
+            assert head + "key:dash" + tail == item.key_for("read", "key:dash")
+        for _ in range(2):
+            await rl.charge(read, "key:dash", 1)
+        minute, hour = read.items
+        assert (await limiter.get_window_stats(minute, "read", "key:dash")).remaining == 1
+        assert (await limiter.get_window_stats(hour, "read", "key:dash")).remaining == 98
+        await limiter.hit(minute, "read", "key:dash")  # limits' own path: the same counter
+        try:
+            await rl.charge(read, "key:dash", 1)
+            raise AssertionError("the minute's window is full")
+        except RateLimited as exc:
+            assert exc.status == 429 and "3 per minute" in exc.detail and exc.retry_after >= 1
+        assert (await limiter.get_window_stats(hour, "read", "key:dash")).remaining == 98  # not charged past a refusal
+        await rl.charge(read, "key:other", 1)  # another client: its own counters
+
+    asyncio.run(run())
+
+
 def test_rate_limit_enabled_false_turns_both_off_and_bad_storage_is_named():
     import dataclasses
 

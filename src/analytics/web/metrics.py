@@ -236,7 +236,7 @@ def written(endpoint: str, new_flags: Sequence[bool]) -> None:
 
 def refused(endpoint: str, reason: str) -> None:
     if _enabled:
-        _child(INGEST_REFUSED, endpoint, reason).inc()
+        TALLY.inc(_child(INGEST_REFUSED, endpoint, reason))
 
 
 def count_rate_limited(kind: str, cost: int = 1) -> None:
@@ -244,7 +244,7 @@ def count_rate_limited(kind: str, cost: int = 1) -> None:
     (its refusal hooks pass `cost`, the events or requests the refused request carried: the
     counter counts refused requests)."""
     if _enabled:
-        _child(RATE_LIMITED, kind).inc()
+        TALLY.inc(_child(RATE_LIMITED, kind))
 
 
 def commit(n_events: int) -> None:
@@ -257,7 +257,7 @@ def commit(n_events: int) -> None:
 def stats_cache(how: str) -> None:
     """`how`: hit, miss or shared (Answer.how, the X-Cache header)."""
     if _enabled:
-        _child(STATS_CACHE, how).inc()
+        TALLY.inc(_child(STATS_CACHE, how))
 
 
 def stats_sources(plans) -> None:
@@ -267,7 +267,7 @@ def stats_sources(plans) -> None:
         return
     names = {p.table or "raw" for plan in plans for s in plan.sources().values() for p in s.pieces}
     for name in names:
-        _child(STATS_SOURCE, name).inc()
+        TALLY.inc(_child(STATS_SOURCE, name))
 
 
 # -- gauges sampled per worker -----------------------------------------------------------------
