@@ -1,5 +1,6 @@
 """The benchmarks' own parts: bench/cpusplit.py (who used the cores during a load, and what a ratio
-target allows), and the variants of the service they run (bench/nohooks.py, bench/deferred_app.py)."""
+target allows), and the variants of the service they run (bench/nohooks.py, bench/deferred_app.py,
+bench/without10.py)."""
 from __future__ import annotations
 
 import os
@@ -80,6 +81,20 @@ def test_deferred_app_only_queues_the_rows_for_the_folder():
             "print(r.hook_ctes(r._hooks)[0].as_string(None))")
     out = _run(code)
     assert "INSERT INTO pending_fold SELECT * FROM ins" in out and "rollup_" not in out
+
+
+def test_without10_app_folds_everything_but_the_unique_visitors():
+    """bench/without10.py, the 'before' of `before_after --issue-10-off`: the service's hooks,
+    whose statement maintains the sessions' state and rollups but not the visitors' (issue 10)."""
+    def statement(module: str) -> str:
+        code = (f"import {module}\nfrom analytics.ingestion import repository as r\n"
+                "print(' '.join(c.as_string(None) for c in r.hook_ctes(r._hooks)))")
+        return _run(code)
+
+    service, without = statement("main"), statement("bench.without10")
+    assert "rollup_visitors" in service and "rollup_sessions" in service
+    assert "rollup_visitors" not in without and "rollup_sessions" in without
+    assert "rollup_agg_total_1m" in without and "visits" in without
 
 
 def _hooks_of(module: str) -> int:
