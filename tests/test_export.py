@@ -379,6 +379,24 @@ def _nodes(plan: dict) -> list[str]:
     return [plan["Node Type"]] + [n for child in plan.get("Plans", []) for n in _nodes(child)]
 
 
+def test_ndjson_unescape_undoes_copys_csv_escaping_of_any_text():
+    """export/ndjson.py `_unescape`: COPY (CSV, ESCAPE '\\') writes `\\` before every `"` and
+    `\\` of a quoted value; undoing it with bytes.replace must give the text back whatever runs
+    of backslashes and quotes it holds (a hostile props value is made of them)."""
+    import random
+
+    from analytics.export.ndjson import _unescape
+
+    rng = random.Random(7)
+    alphabet = ['"', "\\", "a", "é", "\t", "{", ":"]
+    cases = ["", '"', "\\", '\\"', '"\\', "\\\\\"", '\\"\\"', "a\\\\b"]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(3000)]
+    for text in cases:
+        raw = text.encode()
+        escaped = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"')  # as PostgreSQL's CSV writer does
+        assert _unescape(escaped) == raw, text
+
+
 def test_ndjson_encoder_on_the_real_copy_rows(export_server):
     """export/ndjson.py on the statement's own COPY rows: the chunk-at-once path (clean rows) and
     the row-by-row parser (rows with control characters) give each row's JSON, and a chunk of

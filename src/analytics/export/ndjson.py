@@ -36,8 +36,19 @@ _UNESCAPE = re.compile(rb"\\(.)", re.S)
 
 
 def _unescape(quoted_body: bytes) -> bytes:
-    """The text of a quoted CSV field (its body, without the quotes): `\\x` -> `x`."""
-    return _UNESCAPE.sub(rb"\1", quoted_body) if b"\\" in quoted_body else quoted_body
+    """The text of a quoted CSV field (its body, without the quotes): `\\x` -> `x`.
+
+    COPY escapes only `"` and `\\` (ESCAPE '\\'), so the body is a run of plain bytes and of the
+    pairs `\\\\` and `\\"`; replacing `\\\\` left to right finds exactly the first kind (a pair
+    cannot start inside another). Three bytes.replace at C speed: a regex substitution with a
+    group per escape took ~2 ms for a props value of 600 escaped quotes, on the event loop, where
+    this takes ~45 us. NUL stands in for a backslash meanwhile: no text or jsonb value holds one.
+    """
+    if b"\\" not in quoted_body:
+        return quoted_body
+    if b"\x00" in quoted_body:  # not from PostgreSQL; the general form, to be safe
+        return _UNESCAPE.sub(rb"\1", quoted_body)
+    return quoted_body.replace(b"\\\\", b"\x00").replace(b'\\"', b'"').replace(b"\x00", b"\\")
 
 
 def key_columns(fields: Sequence[str]) -> list[str]:
